@@ -1,0 +1,61 @@
+"""Request bodies. The limit fields are generated from THE limits table (domain/limits.py)."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..domain.limits import LIMITS
+
+
+def _limit_fields() -> dict:
+    fields = {}
+    for lim in LIMITS.values():
+        desc = f"{lim.help}. Default {lim.render(lim.default)}; minimum {lim.render(lim.minimum)}"
+        if lim.zero_means:
+            desc += f"; 0 = {lim.zero_means}"
+        if lim.kind == "size":
+            desc += ". Sizes: 512M, 1.5G, 1024K or bytes"
+        desc += f". Kernel: {lim.cgroup}. Like {lim.alias}."
+        examples = list(lim.examples) or [lim.default]
+        fields[lim.key] = (Optional[Union[int, str]], Field(None, description=desc, examples=examples))
+    return fields
+
+
+Limits = create_model("Limits", __config__=ConfigDict(extra="forbid"), **_limit_fields())
+
+
+class CreateInstance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="unique DNS label, e.g. web1", examples=["web1"])
+    template: str = Field(description="template to clone, e.g. minimal or debian-12", examples=["minimal"])
+    ctid: Optional[int] = Field(None, description="numeric id (100..999999999); next free if omitted")
+    hostname: Optional[str] = Field(None, description="defaults to the name")
+    limits: Limits = Field(default_factory=Limits)   # type: ignore[valid-type]
+    ssh_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys for root's authorized_keys")
+    root_password: Optional[str] = Field(None, description="root password (stored only as a hash inside the instance)")
+    start: bool = Field(False, description="start it once created (like pct create --start)")
+
+
+class SetInstance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limits: Limits = Field(default_factory=Limits)   # type: ignore[valid-type]
+    hostname: Optional[str] = None
+    save: bool = Field(False, description="persist the change (otherwise it applies to the running instance only)")
+
+
+class StopInstance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: Optional[int] = Field(None, ge=0, description="seconds of graceful stop before the kill (default 60)")
+    force: bool = Field(False, description="kill at once")
+
+
+class RestartInstance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: Optional[int] = Field(None, ge=0)
+
+
+class BuildTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="builder name: minimal, debian-12, ...", examples=["minimal"])
+    force: bool = Field(False, description="rebuild even if built")

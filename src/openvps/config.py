@@ -1,0 +1,91 @@
+"""Daemon and CLI settings: defaults < config file < environment (OPENVPS_<KEY>).
+
+OPENVPS_HOME names the state directory (store, instances, runc state, socket, logs). Several
+homes can run side by side: every name the node makes (runc root, cgroup subtree) includes the
+home's short id, so two daemons never see each other's instances."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_HOME = "/var/lib/openvps"
+
+
+@dataclass
+class Config:
+    home: str = DEFAULT_HOME
+    database_url: str = ""          # default: sqlite:///<home>/openvps.db
+    template_dir: str = ""          # default: <home>/templates; may be shared between homes
+    socket: str = ""                # default: <home>/openvps.sock (root-only)
+    listen: str = ""                # optional TCP "host:port"
+    runtime: str = "runc"           # runtime driver name
+    storage: str = "overlay"        # storage driver name
+    runc_binary: str = "runc"
+    cgroup_parent: str = ""         # default: <own memory cgroup>/openvps-<home id>
+    stop_timeout: int = 60          # seconds of graceful stop before the kill
+    workers: int = 8                # concurrent operations
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def home_id(self) -> str:
+        return hashlib.sha1(os.path.realpath(self.home).encode()).hexdigest()[:8]
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.home_path / "instances"
+
+    @property
+    def runc_root(self) -> Path:
+        return self.home_path / "runc"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home_path / "log"
+
+    def finish(self) -> "Config":
+        h = self.home_path
+        self.database_url = self.database_url or f"sqlite:///{h / 'openvps.db'}"
+        self.template_dir = self.template_dir or str(h / "templates")
+        self.socket = self.socket or str(h / "openvps.sock")
+        self.cgroup_parent = self.cgroup_parent or f"{own_memory_cgroup().rstrip('/')}/openvps-{self.home_id}"
+        return self
+
+
+def own_memory_cgroup() -> str:
+    """Our own memory cgroup path (v1) or unified path (v2): every instance goes below it."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return "/"
+    unified = "/"
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path
+        if controllers == "":
+            unified = path
+    return unified
+
+
+
+def load(home: str | None = None, env: dict | None = None) -> Config:
+    env = os.environ if env is None else env
+    cfg = Config()
+    cfg.home = home or env.get("OPENVPS_HOME") or DEFAULT_HOME
+    path = Path(env.get("OPENVPS_CONFIG") or Path(cfg.home) / "config.toml")
+    names = {f.name: f.type for f in fields(Config)}
+    if path.is_file():
+        for key, value in tomllib.loads(path.read_text()).items():
+            if key in names and key != "home":
+                setattr(cfg, key, value)
+    for f in fields(Config):
+        raw = env.get(f"OPENVPS_{f.name.upper()}")
+        if raw is not None and f.name != "home":
+            setattr(cfg, f.name, int(raw) if f.type in (int, "int") else raw)
+    return cfg.finish()

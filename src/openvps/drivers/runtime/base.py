@@ -1,0 +1,69 @@
+"""The runtime interface: what the service asks of a container runtime. Real: runc. Tests: fake."""
+from __future__ import annotations
+
+import subprocess
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Spec:
+    """Everything the runtime needs to run one instance."""
+    cid: str                      # runtime container id
+    bundle: Path                  # dir holding config.json; rootfs is bundle/"rootfs"
+    hostname: str
+    limits: dict[str, int]
+    cgroup_path: str              # absolute cgroup path below the daemon's subtree
+    init: str = "busybox"         # "busybox" | "systemd"
+    cpuset: str = ""              # "" = all CPUs
+    log_path: Path | None = None  # the instance's console output
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rootfs(self) -> Path:
+        return self.bundle / "rootfs"
+
+
+class Runtime(ABC):
+    name = "base"
+    capabilities: frozenset[str] = frozenset()   # "freeze", "live_update", "exec", "tty"
+
+    @abstractmethod
+    def run(self, spec: Spec) -> int:
+        """Create and start detached; return the init's host PID."""
+
+    @abstractmethod
+    def state(self, cid: str) -> dict | None:
+        """{"status": running|paused|stopped|created, "pid": int} or None if the runtime has no such container."""
+
+    @abstractmethod
+    def list(self) -> dict[str, dict]:
+        """cid -> state for every container in this runtime root."""
+
+    @abstractmethod
+    def kill(self, cid: str, signal: str) -> None: ...
+
+    @abstractmethod
+    def wait_stopped(self, cid: str, timeout: float) -> bool:
+        """True once the init has exited (within timeout)."""
+
+    @abstractmethod
+    def delete(self, cid: str, force: bool = False) -> None:
+        """Remove runtime state and cgroups; no error when already gone."""
+
+    @abstractmethod
+    def pause(self, cid: str) -> None: ...
+
+    @abstractmethod
+    def resume(self, cid: str) -> None: ...
+
+    @abstractmethod
+    def update(self, cid: str, spec: Spec) -> None:
+        """Apply spec.limits (and cpuset) to a running container."""
+
+    @abstractmethod
+    def exec(self, cid: str, argv: list[str], *, tty: bool, env: dict[str, str] | None = None,
+             cwd: str | None = None, stdin=None, stdout=None, stderr=None,
+             preexec_fn=None) -> subprocess.Popen:
+        """Start argv inside the container; the caller owns the returned process and its pipes."""

@@ -1,0 +1,161 @@
+"""runc as the runtime: one OCI bundle per instance, state under the home's own runc root.
+
+No resident process per instance: `runc run -d` detaches, and the init is reparented to the host."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal as signals
+import subprocess
+import time
+from pathlib import Path
+
+from ...domain.errors import DriverError
+from . import oci
+from .base import Runtime, Spec
+
+
+def _signal_name(sig: str) -> str:
+    """runc takes names like TERM or numbers; SIGRTMIN+3 has no runc name, so send its number."""
+    if sig.startswith("SIGRTMIN+"):
+        return str(signals.SIGRTMIN + int(sig.split("+", 1)[1]))
+    return sig.removeprefix("SIG")
+
+
+class RuncRuntime(Runtime):
+    name = "runc"
+    capabilities = frozenset({"freeze", "live_update", "exec", "tty"})
+
+    def __init__(self, root: Path, binary: str = "runc"):
+        self.root = Path(root)
+        self.binary = binary
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # we lack CAP_SYS_RESOURCE: never ask for more than we hold
+        self.nofile_hard = min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [self.binary, "--root", str(self.root), *args]
+
+    def _run(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        p = subprocess.run(self._cmd(*args), input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if check and p.returncode != 0:
+            raise DriverError(f"runc {args[0]} failed: {_err(p)}", runc=list(args[:2]))
+        return p
+
+    def write_bundle(self, spec: Spec) -> Path:
+        path = spec.bundle / "config.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(oci.config(spec, self.nofile_hard)))
+        os.replace(tmp, path)
+        return path
+
+    def run(self, spec: Spec) -> int:
+        self.write_bundle(spec)
+        log_path = spec.log_path or spec.bundle / "console.log"
+        with open(log_path, "ab") as log:
+            start = log.tell()
+            # no pipes: runc's detached init would inherit them and the caller would block until it exits
+            p = subprocess.run(self._cmd("run", "-d", "--bundle", str(spec.bundle), spec.cid),
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        if p.returncode != 0:
+            with open(log_path, "rb") as log:
+                log.seek(start)
+                p.stderr = log.read()[-4000:]
+            self.delete(spec.cid, force=True)
+            raise DriverError(f"runc could not start {spec.cid}: {_err(p)}")
+        st = self.state(spec.cid)
+        return st["pid"] if st else 0
+
+    def state(self, cid: str) -> dict | None:
+        p = self._run("state", cid, check=False)
+        if p.returncode != 0:
+            return None
+        d = json.loads(p.stdout)
+        return {"status": d["status"], "pid": d.get("pid", 0)}
+
+    def list(self) -> dict[str, dict]:
+        p = self._run("list", "--format", "json", check=False)
+        if p.returncode != 0 or not p.stdout.strip() or p.stdout.strip() == b"null":
+            return {}
+        return {d["id"]: {"status": d["status"], "pid": d.get("pid", 0)} for d in json.loads(p.stdout)}
+
+    def kill(self, cid: str, signal: str) -> None:
+        p = self._run("kill", cid, _signal_name(signal), check=False)
+        if p.returncode != 0 and b"not running" not in p.stderr and b"does not exist" not in p.stderr:
+            raise DriverError(f"runc kill {cid} {signal} failed: {_err(p)}")
+
+    def wait_stopped(self, cid: str, timeout: float) -> bool:
+        st = self.state(cid)
+        if st is None or st["status"] == "stopped" or not st["pid"]:
+            return True
+        try:
+            fd = os.pidfd_open(st["pid"])
+        except ProcessLookupError:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if poller.poll(max(0, timeout) * 1000):
+                return True
+            return not _alive(st["pid"])
+        finally:
+            os.close(fd)
+
+    def delete(self, cid: str, force: bool = False) -> None:
+        args = ("delete", "--force", cid) if force else ("delete", cid)
+        p = self._run(*args, check=False)
+        if p.returncode != 0 and b"does not exist" not in p.stderr:
+            raise DriverError(f"runc delete {cid} failed: {_err(p)}")
+
+    def pause(self, cid: str) -> None:
+        self._run("pause", cid)
+
+    def resume(self, cid: str) -> None:
+        self._run("resume", cid)
+
+    def update(self, cid: str, spec: Spec) -> None:
+        self.write_bundle(spec)   # so a later restart of runc state sees the same values
+        res = oci.resources(spec.limits, spec.cpuset)
+        self._run("update", "--resources", "-", cid, input=json.dumps(res).encode())
+
+    def exec(self, cid, argv, *, tty, env=None, cwd=None, stdin=None, stdout=None, stderr=None, preexec_fn=None):
+        args = ["exec"]
+        if tty:
+            args.append("--tty")
+        for k, v in {"PATH": oci.PATH, "TERM": "xterm", "HOME": "/root", **(env or {})}.items():
+            args += ["--env", f"{k}={v}"]
+        if cwd:
+            args += ["--cwd", cwd]
+        return subprocess.Popen(self._cmd(*args, cid, *argv), stdin=stdin, stdout=stdout, stderr=stderr,
+                                preexec_fn=preexec_fn, start_new_session=preexec_fn is None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _err(p: subprocess.CompletedProcess) -> str:
+    text = (p.stderr or b"").decode(errors="replace").strip()
+    # runc logs JSON-ish lines: keep the last human message
+    for line in reversed(text.splitlines()):
+        if 'msg="' in line:
+            return line.split('msg="', 1)[1].rstrip('"')
+        if line.strip():
+            return line.strip()
+    return f"exit code {p.returncode}"
+
+
+def wait_until(cond, timeout: float, step: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()

@@ -1,0 +1,33 @@
+"""Storage interface: an instance's root filesystem as a clone of a template tree."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+class Storage(ABC):
+    name = "base"
+    capabilities: frozenset[str] = frozenset()   # "cow_clone"
+
+    @abstractmethod
+    def create(self, bundle: Path, template_rootfs: Path) -> None:
+        """Make the instance's private layer under bundle (nothing mounted yet)."""
+
+    @abstractmethod
+    def mount(self, bundle: Path, template_rootfs: Path) -> Path:
+        """Mount the instance root at bundle/rootfs (idempotent); return it."""
+
+    @abstractmethod
+    def unmount(self, bundle: Path) -> None:
+        """Unmount bundle/rootfs (idempotent)."""
+
+    @abstractmethod
+    def is_mounted(self, bundle: Path) -> bool: ...
+
+    @abstractmethod
+    def destroy(self, bundle: Path) -> None:
+        """Unmount and remove everything under bundle."""
+
+    @abstractmethod
+    def usage(self, bundle: Path) -> int:
+        """Bytes the instance's own layer uses."""

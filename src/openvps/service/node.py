@@ -1,0 +1,114 @@
+"""The node: the daemon's context (config, store, drivers, runner) and start-up reconciliation."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from ..config import Config, own_memory_cgroup
+from ..domain.instance import State
+from ..domain.limits import NodeFacts
+from ..drivers.cgroup import Cgroups
+from ..drivers.runtime import Runtime, get_runtime
+from ..drivers.storage import Storage, get_storage
+from ..drivers.templates.cache import TemplateCache
+from ..store.db import Store
+from .ops import Runner
+
+log = logging.getLogger("openvps.node")
+
+
+def node_facts() -> NodeFacts:
+    mem = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, v = line.split(":", 1)
+            mem[k] = int(v.split()[0]) * 1024
+    return NodeFacts(ram_bytes=mem["MemTotal"], swap_bytes=mem.get("SwapTotal", 0), cpus=os.cpu_count() or 1)
+
+
+class Node:
+    def __init__(self, config: Config, *, runtime: Runtime | None = None, storage: Storage | None = None,
+                 cgroups: Cgroups | None = None, facts: NodeFacts | None = None):
+        self.config = config
+        for d in (config.home_path, config.instances_dir, config.log_dir, Path(config.template_dir)):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.home_path, 0o700)
+        self.store = Store(config.database_url)
+        self.runtime = runtime or get_runtime(config.runtime, root=config.runc_root, binary=config.runc_binary)
+        self.storage = storage or get_storage(config.storage)
+        self.cgroups = cgroups or Cgroups(config.cgroup_parent)
+        self.templates = TemplateCache(Path(config.template_dir))
+        self.facts = facts or node_facts()
+        self.runner = Runner(self.store, workers=config.workers)
+        self.orphans: list[str] = []
+
+    def bundle(self, ctid: int) -> Path:
+        return self.config.instances_dir / str(ctid)
+
+    def cid(self, ctid: int) -> str:
+        return str(ctid)
+
+    def info(self) -> dict:
+        return {
+            "hostname": socket.gethostname(),
+            "home": str(self.config.home_path),
+            "ram": self.facts.ram_bytes, "swap": self.facts.swap_bytes, "cpus": self.facts.cpus,
+            "runtime": self.runtime.name, "runtime_capabilities": sorted(self.runtime.capabilities),
+            "storage": self.storage.name, "storage_capabilities": sorted(self.storage.capabilities),
+            "cgroup_version": self.cgroups.version, "cgroup_parent": self.cgroups.parent,
+            "template_dir": self.config.template_dir,
+            "instances": len(self.store.list_instances()),
+            "orphans": self.orphans,
+        }
+
+    def close(self) -> None:
+        self.runner.shutdown()
+        self.cgroups.prune(ancestors=own_memory_cgroup())
+        self.store.close()
+
+    # ---- crash-only start: make the store agree with what really runs
+    def reconcile(self) -> dict:
+        report = {"rolled_back": [], "destroyed": [], "stopped": [], "adopted": [], "orphans": [], "operations": 0}
+        for op in self.store.list_operations(limit=10_000):
+            if op["status"] in ("pending", "running"):
+                self.store.update_operation(op["id"], status="failure", message="the daemon stopped during this operation",
+                                            error={"code": "interrupted", "details": {},
+                                                   "message": "the daemon stopped during this operation; run it again"})
+                report["operations"] += 1
+        running = self.runtime.list()
+        known = set()
+        for inst in self.store.list_instances():
+            ctid, cid = inst["ctid"], self.cid(inst["ctid"])
+            known.add(cid)
+            rt = running.get(cid)
+            alive = rt is not None and rt["status"] in ("running", "paused")
+            if inst["state"] in (State.CREATING, State.DESTROYING):
+                self._remove_everything(ctid)
+                self.store.delete_instance(ctid)
+                report["rolled_back" if inst["state"] == State.CREATING else "destroyed"].append(inst["name"])
+            elif alive:
+                state = State.SUSPENDED if rt["status"] == "paused" else State.RUNNING
+                if inst["state"] != state:
+                    self.store.update_instance(ctid, state=state.value)
+                    report["adopted"].append(inst["name"])
+            else:
+                if inst["state"] != State.STOPPED:
+                    report["stopped"].append(inst["name"])
+                self.runtime.delete(cid, force=True)
+                self.storage.unmount(self.bundle(ctid))
+                self.store.update_instance(ctid, state=State.STOPPED.value, live={})
+        # runc state without a store row: report, never delete (it may be an operator's)
+        report["orphans"] = sorted(set(running) - known)
+        self.orphans = [f"runtime container {c} has no instance in the store" for c in report["orphans"]]
+        for d in sorted(self.config.instances_dir.iterdir()):
+            if d.name.isdigit() and d.name not in known:
+                self.orphans.append(f"instance directory {d} has no instance in the store")
+        for line in self.orphans:
+            log.warning("orphan: %s", line)
+        return report
+
+    def _remove_everything(self, ctid: int) -> None:
+        self.runtime.delete(self.cid(ctid), force=True)
+        self.storage.destroy(self.bundle(ctid))

@@ -1,0 +1,125 @@
+"""Operations as data, run in fixed phases (the Ganeti habit):
+
+  check_args -> prereq (store only, under the target's lock) -> execute (OS calls, with undo steps).
+
+The faces submit an Operation; the runner stores it, answers at once with its id (202), runs it on
+a worker thread and records progress and outcome in the store, so a restart does not lose them."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..domain.errors import OpenVPSError
+from ..store.db import Store
+
+log = logging.getLogger("openvps.ops")
+
+DONE = ("success", "failure", "cancelled")
+
+
+class Reverter:
+    """Undo steps registered as work proceeds; run in reverse on failure (Incus's revert.Reverter)."""
+
+    def __init__(self):
+        self._steps: list[tuple[str, Callable[[], Any]]] = []
+
+    def add(self, what: str, fn: Callable[[], Any]) -> None:
+        self._steps.append((what, fn))
+
+    def revert(self) -> None:
+        for what, fn in reversed(self._steps):
+            try:
+                fn()
+            except Exception:   # keep undoing: one failed step must not strand the others
+                log.exception("undo step %r failed", what)
+        self._steps.clear()
+
+    def success(self) -> None:
+        self._steps.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.revert()
+        return False
+
+
+@dataclass
+class Operation:
+    kind: str                                   # "instance.create", "instance.start", ...
+    target: str = ""                            # instance ident or template name
+    args: dict = field(default_factory=dict)
+    lock: str = ""                              # lock key, e.g. "instance:101"
+
+
+class Progress:
+    """What a handler uses to report progress; throttled so a chatty build does not flood the store."""
+
+    def __init__(self, store: Store, op_id: str):
+        self.store, self.op_id, self._last = store, op_id, 0.0
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last < 0.2 and fraction < 1.0:
+            return
+        self._last = now
+        self.store.update_operation(self.op_id, progress=round(max(0.0, min(1.0, fraction)), 3), message=message)
+
+
+Handler = Callable[[Operation, Progress], dict | None]
+
+
+class Runner:
+    def __init__(self, store: Store, workers: int = 8):
+        self.store = store
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._done: dict[str, threading.Event] = {}
+
+    def lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def submit(self, op: Operation, handler: Handler) -> dict:
+        row = self.store.add_operation(op.kind, op.target, op.args)
+        event = self._done[row["id"]] = threading.Event()
+        self.pool.submit(self._run, row["id"], op, handler, event)
+        return row
+
+    def _run(self, op_id: str, op: Operation, handler: Handler, event: threading.Event) -> None:
+        try:
+            self.store.update_operation(op_id, status="running")
+            lock = self.lock(op.lock) if op.lock else None
+            if lock:
+                lock.acquire()
+            try:
+                result = handler(op, Progress(self.store, op_id))
+            finally:
+                if lock:
+                    lock.release()
+            self.store.update_operation(op_id, status="success", progress=1.0, result=result or {})
+        except OpenVPSError as e:
+            self.store.update_operation(op_id, status="failure", error=e.to_dict(), message=e.message)
+        except Exception as e:   # a bug or an unwrapped OS error: record it, never lose the outcome
+            log.exception("operation %s (%s) crashed", op_id, op.kind)
+            err = {"code": "internal", "message": f"{type(e).__name__}: {e}", "details": {}}
+            self.store.update_operation(op_id, status="failure", error=err, message=err["message"])
+        finally:
+            event.set()
+            self._done.pop(op_id, None)
+
+    def wait(self, op_id: str, timeout: float) -> dict:
+        event = self._done.get(op_id)
+        if event is not None:
+            event.wait(timeout)
+        return self.store.get_operation(op_id)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,55 @@
+"""How instances look to the faces: plain JSON-able dicts."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ..domain import limits as L
+from ..domain.instance import State
+
+
+def iso(t: datetime | None) -> str | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def instance_view(node, row: dict, detail: bool = False) -> dict:
+    out = {
+        "ctid": row["ctid"], "name": row["name"], "state": row["state"], "template": row["template"],
+        "hostname": row["hostname"], "init": row["init"],
+        "limits": row["limits"], "limits_display": L.render_all(row["limits"]),
+        "ip": [],                       # networking arrives with the network issue
+        "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
+    }
+    running = row["state"] in (State.RUNNING, State.SUSPENDED)
+    if running and row.get("live"):
+        out["live"] = {k: v for k, v in row["live"].items()}
+    if detail:
+        out["usage"] = usage(node, row) if running else {}
+        out["console_log"] = str(node.config.log_dir / f"{row['ctid']}.console.log")
+    return out
+
+
+def usage(node, row: dict) -> dict:
+    cg, rel = node.cgroups, str(row["ctid"])
+    if cg.version == 1:
+        mem = cg.read("memory", rel, "memory.usage_in_bytes")
+        memsw = cg.read("memory", rel, "memory.memsw.usage_in_bytes")
+        cpu = cg.read("cpuacct", rel, "cpuacct.usage")
+        swap = int(memsw) - int(mem) if memsw and mem else None
+    else:
+        mem = cg.read("", rel, "memory.current")
+        sw = cg.read("", rel, "memory.swap.current")
+        stat = cg.read("", rel, "cpu.stat") or ""
+        usec = next((int(x.split()[1]) for x in stat.splitlines() if x.startswith("usage_usec")), None)
+        cpu = usec * 1000 if usec is not None else None
+        swap = int(sw) if sw else None
+    pids = cg.read("pids", rel, "pids.current")
+    st = node.runtime.state(node.cid(row["ctid"]))
+    return {
+        "memory": int(mem) if mem else None, "swap": swap,
+        "cpu_ns": int(cpu) if cpu else None, "pids": int(pids) if pids else None,
+        "pid": st["pid"] if st else None,
+    }
