@@ -15,6 +15,7 @@ import pty
 import struct
 import subprocess
 import termios
+import tty as tty_mod
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -63,6 +64,8 @@ async def _run(ws: WebSocket, ident: str, argv: list[str], tty: bool, env: dict,
     loop = asyncio.get_running_loop()
     if tty:
         master, slave = pty.openpty()
+        # our pty is only a pipe to runc's own console: raw, or both would echo and cook the input
+        tty_mod.setraw(slave)
         _set_winsize(master, rows, cols)
         try:
             proc = svc.exec_process(ident, argv, tty=True, env=env, stdin=slave, stdout=slave, stderr=slave,

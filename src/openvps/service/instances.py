@@ -12,6 +12,7 @@ from ..domain import limits as L
 from ..domain.errors import DriverError, InvalidArgument, NotFound, OpenVPSError
 from ..domain.instance import State, check_transition, parse_ident, validate_ctid, validate_hostname, validate_name
 from ..drivers.runtime import Spec
+from .. import faults
 from ..drivers.templates import setup as tsetup
 from .node import Node
 from .ops import Operation, Progress, Reverter
@@ -104,6 +105,7 @@ class InstanceService:
             finally:
                 if not op.args.get("start"):
                     self.node.storage.unmount(bundle)
+            faults.point("create.after_setup")
             self.store.update_instance(ctid, state=State.STOPPED.value)
             if op.args.get("start"):
                 progress(0.7, "starting")
@@ -213,6 +215,7 @@ class InstanceService:
             self.node.storage.mount(bundle, lower)
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
             self.node.runtime.run(spec)
+            faults.point("start.after_run")
             self.store.update_instance(ctid, state=State.RUNNING.value, started_at=_now(),
                                        live={**row["limits"], "cpuset": spec.cpuset, "hostname": row["hostname"]})
             undo.success()

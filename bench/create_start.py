@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""Create+start latency of openvps against the floor (overlay mount + `runc run -d`, done directly).
+
+Starts its own daemon in a fresh temporary home, builds the template into the (shared) template
+cache if it is missing, then in interleaved rounds (so machine noise hits every phase alike):
+
+  floor  mkdir upper/work/rootfs + overlay mount + write the same OCI config + `runc run -d`
+  API    POST /1.0/instances {start: true} and follow the operation (openvps.client.Client)
+  API    the same split in two: create without start, then start
+  CLI    `openvps create --name X --template T --start` as a subprocess (Python start-up included)
+
+then tears everything down (timed too) and measures the daemon's VmRSS with 0 and with
+--rss-count running instances. Prints p50/p90 per phase and PASS/MISS against the targets:
+API create+start p50 <= 1.5x floor, CLI <= floor + 150 ms, RSS(100 running) <= 1.3x RSS(0).
+A MISS does not fail the run; a broken bench does (exit 1). Everything it made is removed in a
+finally block (instances, floor containers, mounts, cgroups, the temporary home), Ctrl-C included.
+
+    sudo /tmp/venvtest/bin/python bench/create_start.py [-n 20] [--rss-count 100] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from openvps.client import Client
+from openvps.config import Config, own_memory_cgroup
+from openvps.domain.limits import defaults
+from openvps.drivers.cgroup import Cgroups
+from openvps.drivers.runtime import Spec, oci
+
+OPENVPS = str(Path(sys.executable).parent / "openvps")
+RUNC = "runc"
+TARGET_API_RATIO, TARGET_CLI_EXTRA_MS, TARGET_RSS_RATIO = 1.5, 150.0, 1.3
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+now = time.perf_counter
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[bench] {msg}\n")
+    sys.stderr.flush()
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = os.path.realpath(path) + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
+def umount(target: str) -> None:
+    if _libc.umount2(target.encode(), 0) == 0:
+        return
+    e = ctypes.get_errno()
+    if e == errno.EINVAL:                      # not mounted
+        return
+    if e == errno.EBUSY and _libc.umount2(target.encode(), 2) == 0:   # MNT_DETACH
+        return
+    raise OSError(e, f"umount {target}: {os.strerror(e)}")
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+# ------------------------------------------------------------------ the floor: the same work, directly
+class Floor:
+    def __init__(self, root: Path, lower: Path):
+        self.state, self.bundles, self.lower = root / "runc", root / "bundles", lower
+        self.bundles.mkdir(parents=True)
+        self.parent = own_memory_cgroup().rstrip("/") + "/openvps-bench-floor"
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]   # what RuncRuntime.nofile_hard computes
+        self.nofile = min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+        self.live: dict[str, Path] = {}
+
+    def runc(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([RUNC, "--root", str(self.state), *args], stdin=subprocess.DEVNULL,
+                              capture_output=True)
+
+    def up(self, name: str) -> dict:
+        b = self.bundles / name
+        spec = Spec(cid=name, bundle=b, hostname=name, limits=defaults(), cgroup_path=f"{self.parent}/{name}")
+        t0 = now()
+        for d in ("upper", "work", "rootfs"):
+            (b / d).mkdir(parents=True)
+        opts = f"lowerdir={self.lower},upperdir={b / 'upper'},workdir={b / 'work'}"
+        self.live[name] = b
+        if _libc.mount(b"overlay", str(b / "rootfs").encode(), b"overlay", 0, opts.encode()) != 0:
+            raise BenchError(f"floor: overlay mount failed: {os.strerror(ctypes.get_errno())}")
+        (b / "config.json").write_text(json.dumps(oci.config(spec, self.nofile)))
+        with open(b / "console.log", "ab") as out:
+            rc = subprocess.run([RUNC, "--root", str(self.state), "run", "-d", "--bundle", str(b), name],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out).returncode
+        dt = now() - t0
+        if rc != 0:
+            raise BenchError(f"floor: runc run {name} failed: {(b / 'console.log').read_text()[-500:]}")
+        return {"floor": dt}
+
+    def down(self, name: str) -> dict:
+        b = self.live[name]
+        t0 = now()
+        self.runc("kill", name, "KILL")
+        p = self.runc("delete", "--force", name)
+        if p.returncode != 0 and b"does not exist" not in p.stderr:
+            raise BenchError(f"floor: runc delete {name}: {p.stderr.decode(errors='replace')[-300:]}")
+        umount(str(b / "rootfs"))
+        shutil.rmtree(b)
+        dt = now() - t0
+        del self.live[name]
+        return {"floor_down": dt}
+
+    def cleanup(self) -> None:
+        for name in list(self.live):
+            try:
+                self.down(name)
+            except Exception as e:
+                log(f"floor clean-up of {name}: {e}")
+        if self.state.exists():   # anything runc still knows (e.g. interrupted mid-run)
+            for cid in self.runc("list", "-q").stdout.decode().split():
+                self.runc("kill", cid, "KILL")
+                self.runc("delete", "--force", cid)
+        for m in mounts_under(self.bundles.parent):
+            umount(m)
+        Cgroups(self.parent).prune(ancestors=own_memory_cgroup())
+
+
+# ------------------------------------------------------------------ our daemon, API and CLI
+class Daemon:
+    def __init__(self, root: Path, template_dir: Path):
+        self.home = root / "home"
+        self.home.mkdir(mode=0o700)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OPENVPS_")}
+        self.env.update(OPENVPS_HOME=str(self.home), OPENVPS_TEMPLATE_DIR=str(template_dir))
+        self.sock = self.home / "openvps.sock"
+        self.client = Client(socket_path=str(self.sock))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        out = open(self.home / "daemon.out", "ab")
+        # own session: a Ctrl-C in the terminal reaches us (and our clean-up), not the daemon
+        self.proc = subprocess.Popen([OPENVPS, "serve"], env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"daemon exited with {self.proc.returncode}: {self.output()}")
+            if self.sock.exists():
+                try:
+                    self.client.info()
+                    return
+                except Exception:
+                    self.client.close()
+            time.sleep(0.05)
+        raise BenchError(f"daemon did not come up in 30 s: {self.output()}")
+
+    def output(self) -> str:
+        try:
+            return (self.home / "daemon.out").read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise BenchError("no VmRSS for the daemon")
+
+    def cli(self, *args: str) -> None:
+        p = subprocess.run([OPENVPS, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"openvps {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                log("daemon ignored SIGTERM for 30 s; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        self.client.close()
+
+    def cleanup(self) -> None:
+        """Destroy every instance of our (fresh) home, stop the daemon, then remove whatever is left."""
+        if self.alive():
+            try:
+                c = self.client
+                for op in c.operations(status="running") + c.operations(status="pending"):
+                    try:
+                        c.wait(op, timeout=60)
+                    except Exception:
+                        pass
+                for inst in c.instances():
+                    try:
+                        c.wait(c.destroy(inst["ctid"], force=True), timeout=60)
+                    except Exception as e:
+                        log(f"destroy {inst['name']}: {e}")
+            except Exception as e:
+                log(f"clean-up through the API failed: {e}")
+        self.stop()
+        runc_root = self.home / "runc"
+        if runc_root.exists():
+            p = subprocess.run([RUNC, "--root", str(runc_root), "list", "-q"], capture_output=True, text=True)
+            for cid in p.stdout.split():
+                log(f"left-over runc container {cid}: deleting")
+                subprocess.run([RUNC, "--root", str(runc_root), "kill", cid, "KILL"], capture_output=True)
+                subprocess.run([RUNC, "--root", str(runc_root), "delete", "--force", cid], capture_output=True)
+        for m in mounts_under(self.home):
+            umount(m)
+        parent = f"{own_memory_cgroup().rstrip('/')}/openvps-{Config(home=str(self.home)).home_id}"
+        Cgroups(parent).prune(ancestors=own_memory_cgroup())
+
+
+def api_up(c: Client, name: str, template: str) -> dict:
+    t0 = now()
+    c.wait(c.create(name=name, template=template, start=True))
+    return {"api": now() - t0}
+
+
+def api_split_up(c: Client, name: str, template: str) -> dict:
+    t0 = now()
+    c.wait(c.create(name=name, template=template, start=False))
+    t1 = now()
+    c.wait(c.action(name, "start"))
+    return {"api_create": t1 - t0, "api_start": now() - t1}
+
+
+def api_down(c: Client, name: str, graceful: bool) -> dict:
+    t0 = now()
+    c.wait(c.action(name, "stop", {"force": not graceful}))
+    t1 = now()
+    c.wait(c.destroy(name))
+    t2 = now()
+    return {"api_stop": t1 - t0, "api_destroy": t2 - t1, "api_down": t2 - t0}
+
+
+def cli_up(d: Daemon, name: str, template: str) -> dict:
+    t0 = now()
+    d.cli("create", "--name", name, "--template", template, "--start")
+    return {"cli": now() - t0}
+
+
+def cli_down(d: Daemon, name: str, graceful: bool) -> dict:
+    t0 = now()
+    if graceful:
+        d.cli("stop", name)
+        d.cli("destroy", name)
+    else:
+        d.cli("destroy", name, "--force")
+    return {"cli_down": now() - t0}
+
+
+ROWS = [  # key, label
+    ("floor", "floor  mkdir+mount+config+runc run -d"),
+    ("api", "API    create+start"),
+    ("api_create", "API    create (no start)"),
+    ("api_start", "API    start"),
+    ("cli", "CLI    create --start (subprocess)"),
+    ("floor_down", "floor  runc kill+delete, umount, rm"),
+    ("api_stop", "API    stop"),
+    ("api_destroy", "API    destroy"),
+    ("api_down", "API    stop+destroy"),
+    ("cli_down", "CLI    destroy"),
+]
+
+
+def bench(args, root: Path, daemon: Daemon, state: dict) -> dict:
+    c = daemon.client
+    daemon.start()
+    log(f"daemon PID {daemon.proc.pid}, home {daemon.home}")
+    if args.template not in [t["name"] for t in c.templates()]:
+        log(f"building template {args.template} into {args.template_dir}")
+        c.wait(c.build_template(args.template))
+    lower = Path(args.template_dir) / args.template / "rootfs"
+    if not lower.is_dir():
+        raise BenchError(f"template tree {lower} is missing")
+    floor = state["floor"] = Floor(root / "floor", lower)
+
+    kinds = {
+        "floor": (lambda n: floor.up(n), lambda n: floor.down(n)),
+        "api": (lambda n: api_up(c, n, args.template), lambda n: api_down(c, n, args.graceful)),
+        "apis": (lambda n: api_split_up(c, n, args.template), lambda n: api_down(c, n, args.graceful)),
+        "cli": (lambda n: cli_up(daemon, n, args.template), lambda n: cli_down(daemon, n, args.graceful)),
+    }
+    order = list(kinds)
+    samples: dict[str, list[float]] = {k: [] for k, _ in ROWS}
+
+    def rounds(count: int, prefix: str, phase: int, record: bool) -> None:
+        for r in range(count):
+            rot = order[r % len(order):] + order[:r % len(order)]   # rotate: no phase always goes first
+            for kind in rot:
+                got = kinds[kind][phase](f"{prefix}{kind}-{r}")
+                if record and (phase == 0 or kind != "apis"):   # split ones: teardown not counted
+                    for k, v in got.items():
+                        samples[k].append(v)
+
+    log(f"warm-up: {args.warmup} round(s), not counted")
+    for r in range(args.warmup):
+        rounds(1, f"w{r}", 0, False)
+        rounds(1, f"w{r}", 1, False)
+    time.sleep(0.5)
+    rss0 = daemon.rss()
+    log(f"measuring: {args.n} rounds of create+start (floor, API, API split, CLI), then {args.n} of teardown")
+    rounds(args.n, "b", 0, True)
+    rounds(args.n, "b", 1, True)
+
+    log(f"RSS: starting {args.rss_count} instances through the API")
+    for i in range(args.rss_count):
+        api_up(c, f"rss-{i}", args.template)
+    time.sleep(0.5)
+    rss_n = daemon.rss()
+    running = sum(1 for i in c.instances() if i["state"] == "running")
+    t0 = now()
+    for i in range(args.rss_count):
+        c.wait(c.destroy(f"rss-{i}", force=True))
+    rss_destroy = now() - t0
+    rss_after = daemon.rss()
+
+    ms = {k: {"p50": pct(v, 0.5) * 1000, "p90": pct(v, 0.9) * 1000, "n": len(v)} for k, v in samples.items() if v}
+    fl, api, cli = ms["floor"]["p50"], ms["api"]["p50"], ms["cli"]["p50"]
+    return {
+        "n": args.n, "warmup": args.warmup, "template": args.template, "stop": "graceful" if args.graceful else "force",
+        "phases_ms": ms,
+        "api_over_floor_p50": api / fl, "cli_minus_floor_p50_ms": cli - fl,
+        "rss": {"instances": args.rss_count, "running_seen": running, "rss0_bytes": rss0, "rssN_bytes": rss_n,
+                "rss_after_destroy_bytes": rss_after, "ratio": rss_n / rss0, "destroy_all_s": rss_destroy},
+        "pass": {"api": api / fl <= TARGET_API_RATIO, "cli": cli - fl <= TARGET_CLI_EXTRA_MS,
+                 "rss": rss_n / rss0 <= TARGET_RSS_RATIO},
+    }
+
+
+def report(res: dict) -> None:
+    mark = lambda ok: "PASS" if ok else "MISS"   # noqa: E731
+    print(f"openvps create/start bench: template {res['template']}, N={res['n']} (+{res['warmup']} warm-up), "
+          f"stop = {res['stop']}" + ("" if res["stop"] == "graceful" else " (SIGKILL; --graceful for init's signal)"))
+    print(f"{'phase':<40} {'p50 ms':>9} {'p90 ms':>9} {'n':>4}")
+    for key, label in ROWS:
+        if key in res["phases_ms"]:
+            m = res["phases_ms"][key]
+            print(f"{label:<40} {m['p50']:>9.1f} {m['p90']:>9.1f} {m['n']:>4}")
+    print()
+    r = res["rss"]
+    print(f"API/floor (p50)       {res['api_over_floor_p50']:8.2f}x    target <= {TARGET_API_RATIO}x   "
+          f"{mark(res['pass']['api'])}")
+    print(f"CLI - floor (p50)     {res['cli_minus_floor_p50_ms']:+8.1f} ms  target <= +{TARGET_CLI_EXTRA_MS:.0f} ms "
+          f"{mark(res['pass']['cli'])}")
+    print(f"daemon RSS {r['instances']} running / 0: {r['ratio']:8.2f}x    target <= {TARGET_RSS_RATIO}x   "
+          f"{mark(res['pass']['rss'])}   ({r['rss0_bytes'] / 2**20:.1f} MiB -> {r['rssN_bytes'] / 2**20:.1f} MiB "
+          f"with {r['running_seen']} running; {r['rss_after_destroy_bytes'] / 2**20:.1f} MiB after destroying them "
+          f"in {r['destroy_all_s']:.1f} s)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=20, help="measured instances per phase (default 20)")
+    ap.add_argument("--warmup", type=int, default=2, help="uncounted warm-up rounds (default 2)")
+    ap.add_argument("--rss-count", type=int, default=100, help="running instances for the RSS check (default 100)")
+    ap.add_argument("--template", default="minimal", help="template to clone (default minimal)")
+    ap.add_argument("--template-dir", default="/var/cache/openvps-bench/templates", help="shared template cache")
+    ap.add_argument("--graceful", action="store_true", help="stop with init's signal instead of SIGKILL")
+    ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    args = ap.parse_args()
+    if args.n < 1 or args.rss_count < 1:
+        ap.error("-n and --rss-count must be at least 1")
+    if os.geteuid() != 0:
+        ap.error("needs root (mounts, runc, cgroups)")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    root = Path(tempfile.mkdtemp(prefix="openvps-bench-"))
+    state: dict = {}
+    daemon = Daemon(root, Path(args.template_dir))
+    code = 0
+    try:
+        res = bench(args, root, daemon, state)
+        report(res)
+        if args.json:
+            print(json.dumps(res, indent=2))
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        code = 130
+    except Exception as e:
+        log(f"bench failed: {type(e).__name__}: {e}")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # clean-up must finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            daemon.cleanup()
+        except Exception as e:
+            log(f"daemon clean-up: {e}")
+            code = code or 1
+        if "floor" in state:
+            try:
+                state["floor"].cleanup()
+            except Exception as e:
+                log(f"floor clean-up: {e}")
+                code = code or 1
+        left = mounts_under(root)
+        if left:
+            log(f"NOT removing {root}: still mounted: {left}")
+            code = code or 1
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
