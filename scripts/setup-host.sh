@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what openvps needs on a Debian 12 host (as root), and the Python package into .venv.
+# Idempotent: only installs what is missing. Usage: scripts/setup-host.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "openvps needs root (runc, mounts, cgroups): run as root" >&2
+  exit 1
+fi
+
+need=()
+# command:package
+for pair in runc:runc debootstrap:debootstrap zstd:zstd ssh-keygen:openssh-client ssh:openssh-client \
+            ip:iproute2 nsenter:util-linux ps:procps tar:tar; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+# the minimal template copies the host's busybox into instances: it must be the static build
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null 2>&1; then need+=(python3 python3-venv); fi
+if command -v "$PY" >/dev/null 2>&1 && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then need+=(python3-venv); fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo ">> installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "openvps needs Python >= 3.11" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo ">> creating .venv"
+  "$PY" -m venv .venv
+fi
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+stamp=".venv/.installed$extra"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo ">> installing openvps$extra into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
+  touch "$stamp"
+fi
