@@ -37,6 +37,7 @@ extra=""
 stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo ">> installing openvps$extra into .venv"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
+  # (filter the machine-wide pip config's noise about missing local indexes)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra" 2> >(grep -v '^WARNING: Location' >&2)
   touch "$stamp"
 fi

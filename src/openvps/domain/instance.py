@@ -8,7 +8,7 @@ from .errors import InvalidArgument, InvalidState
 
 CTID_MIN, CTID_MAX = 100, 999_999_999
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_FQDN_MAX = 253
+_HOSTNAME_MAX = 64   # the kernel's HOST_NAME_MAX: sethostname() refuses more
 
 
 class State(str, Enum):
@@ -70,8 +70,9 @@ def validate_ctid(ctid: int) -> int:
 
 def validate_hostname(hostname: str) -> str:
     labels = hostname.split(".") if isinstance(hostname, str) else []
-    if not labels or len(hostname) > _FQDN_MAX or not all(_LABEL.match(x.lower()) for x in labels):
-        raise InvalidArgument(f"invalid hostname {hostname!r}: use DNS labels separated by dots, e.g. web1.example",
+    if not labels or len(hostname) > _HOSTNAME_MAX or not all(_LABEL.match(x.lower()) for x in labels):
+        raise InvalidArgument(f"invalid hostname {hostname!r}: use DNS labels separated by dots, "
+                              "at most 64 characters in all, e.g. web1.example",
                               field="hostname")
     return hostname
 
@@ -79,4 +80,4 @@ def validate_hostname(hostname: str) -> str:
 def parse_ident(ident: str | int) -> int | str:
     """An instance is named by CTID or name everywhere: digits mean CTID."""
     s = str(ident)
-    return int(s) if s.isdigit() else s
+    return int(s) if s.isascii() and s.isdigit() else s

@@ -102,7 +102,8 @@ def validate(values: dict[str, Any], node: NodeFacts, base: dict[str, int] | Non
         top = lim.max_for(node)
         zero_ok = bool(lim.zero_means) and v == 0
         if v < lim.minimum and not zero_ok:
-            raise InvalidArgument(f"{key}={lim.render(v)} is below the minimum {lim.render(lim.minimum)}",
+            low = lim.render(lim.minimum) if lim.minimum else "0"   # render(0) may say "all"/"unlimited"
+            raise InvalidArgument(f"{key}={lim.render(v)} is below the minimum {low}",
                                   key=key, minimum=lim.minimum)
         if top is not None and v > top:
             raise InvalidArgument(

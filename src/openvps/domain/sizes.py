@@ -1,6 +1,7 @@
 """Sizes as users write them: 512M, 1.5G, 1024K, 2T or plain bytes (binary units, like vzctl)."""
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import InvalidArgument
@@ -13,6 +14,8 @@ def parse_size(value: str | int | float, what: str = "size") -> int:
     if isinstance(value, bool):
         raise InvalidArgument(f"{what}: expected a size like 512M or 1.5G, got {value!r}")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"{what}: {value!r} is not a size; write it like 512M, 1.5G, 1024K or plain bytes")
         if value < 0:
             raise InvalidArgument(f"{what}: a size cannot be negative")
         return int(value)

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ..domain import limits as L
-from ..domain.errors import DriverError, InvalidArgument, NotFound, OpenVPSError
+from ..domain.errors import Conflict, DriverError, InvalidArgument, InvalidState, NotFound, OpenVPSError
 from ..domain.instance import State, check_transition, parse_ident, validate_ctid, validate_hostname, validate_name
 from ..drivers.runtime import Spec
 from .. import faults
+from ..drivers.templates import base as tbase
 from ..drivers.templates import setup as tsetup
 from .node import Node
 from .ops import Operation, Progress, Reverter
@@ -54,7 +55,14 @@ class InstanceService:
                 tsetup.validate_ssh_key(key)
             except ValueError as e:
                 raise InvalidArgument(f"ssh key: {e}") from None
-        manifest = self.node.templates.get(template) if isinstance(template, str) and template else None
+        if root_password is not None and (not isinstance(root_password, str) or not root_password
+                                          or any(c in root_password for c in "\n\r\0")):
+            raise InvalidArgument("root password: use a non-empty string without newlines or NUL characters",
+                                  field="root_password")
+        try:
+            manifest = self.node.templates.get(template) if isinstance(template, str) and template else None
+        except tbase.InvalidTemplateName as e:
+            raise InvalidArgument(str(e), field="template") from None
         if manifest is None:
             known = ", ".join(m.name for m in self.node.templates.list()) or "none yet"
             raise NotFound(f"no template {template!r} (built: {known}); build it with `openvps template build {template}`",
@@ -64,6 +72,11 @@ class InstanceService:
         row = None
         for _ in range(20):
             want = ctid if ctid is not None else self.store.next_ctid()
+            while ctid is None and self.node.bundle(want).exists():     # an orphan's files: never reuse
+                want = self.store.next_ctid(want + 1)
+            if ctid is not None and self.store.find_instance(ctid) is None and self.node.bundle(ctid).exists():
+                raise Conflict(f"CTID {ctid}: {self.node.bundle(ctid)} exists but no instance owns it (an orphan); "
+                               "remove it or pick another CTID", ctid=ctid)
             try:
                 row = self.store.add_instance(ctid=want, name=name, template=template, state=State.CREATING.value,
                                               hostname=hostname, init=manifest.init, stop_signal=manifest.stop_signal,
@@ -196,7 +209,7 @@ class InstanceService:
             return ""
         load = [0] * total
         for r in self.store.list_instances():
-            if r["ctid"] != ctid and r["state"] == State.RUNNING and r["live"].get("cpuset"):
+            if r["ctid"] != ctid and r["state"] in (State.RUNNING, State.SUSPENDED) and r["live"].get("cpuset"):
                 for c in _parse_cpus(r["live"]["cpuset"]):
                     if c < total:
                         load[c] += 1
@@ -255,6 +268,7 @@ class InstanceService:
                                   "add --save to change its saved configuration")
         if hostname is not None:
             validate_hostname(hostname)
+            _hostname_needs_thawed(row)
         base = {k: row["live"].get(k, v) for k, v in row["limits"].items()} if running else row["limits"]
         live_values = L.validate(limits or {}, self.node.facts, base=base)
         saved_values = L.validate(limits or {}, self.node.facts, base=row["limits"])
@@ -265,6 +279,8 @@ class InstanceService:
             cur = self.store.get_instance(ctid)
             check_transition("set", cur["state"], cur["name"])
             is_running = cur["state"] in (State.RUNNING, State.SUSPENDED)
+            if hostname:
+                _hostname_needs_thawed(cur)
             if is_running:
                 self._apply_live(cur, live_values, hostname)
             elif hostname:
@@ -304,6 +320,12 @@ class InstanceService:
         if not argv:
             raise InvalidArgument("exec needs a command, e.g. `openvps exec web1 -- uname -a`")
         return self.node.runtime.exec(self.node.cid(row["ctid"]), argv, tty=tty, env=env, **popen)
+
+
+def _hostname_needs_thawed(row: dict) -> None:
+    if row["state"] == State.SUSPENDED:
+        raise InvalidState(f"cannot change the hostname of instance {row['name']} while it is suspended; "
+                           "resume it first", action="set", state=row["state"])
 
 
 def _parse_cpus(text: str) -> list[int]:

@@ -19,7 +19,10 @@ class TemplateService:
         return [self.view(m) for m in self.node.templates.list()]
 
     def get(self, name: str) -> dict:
-        m = self.node.templates.get(name)
+        try:
+            m = self.node.templates.get(name)
+        except tbase.InvalidTemplateName:
+            m = None
         if m is None:
             raise NotFound(f"no template {name!r}; `openvps template list` shows the built ones", template=name)
         return self.view(m)
