@@ -4,7 +4,9 @@
 Starts its own daemon in a fresh temporary home, builds the template into the (shared) template
 cache if it is missing, then in interleaved rounds (so machine noise hits every phase alike):
 
-  floor  mkdir upper/work/rootfs + overlay mount + write the same OCI config + `runc run -d`
+  floor  mkdir upper/work/rootfs + overlay mount + write the same OCI config + `runc run -d`;
+         for unprivileged instances (the default once the daemon maps uids) also the user
+         namespace fd, the idmapped lower mount and the chowns, with the same uid mapping
   API    POST /1.0/instances {start: true} and follow the operation (openvps.client.Client)
   API    the same split in two: create without start, then start
   CLI    `openvps create --name X --template T --start` as a subprocess (Python start-up included)
@@ -15,7 +17,7 @@ API create+start p50 <= 1.5x floor, CLI <= floor + 150 ms, RSS(100 running) <= 1
 A MISS does not fail the run; a broken bench does (exit 1). Everything it made is removed in a
 finally block (instances, floor containers, mounts, cgroups, the temporary home), Ctrl-C included.
 
-    sudo /tmp/venvtest/bin/python bench/create_start.py [-n 20] [--rss-count 100] [--json]
+    sudo /tmp/venvtest/bin/python bench/create_start.py [-n 20] [--rss-count 100] [--json] [--privileged]
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 
 from openvps.client import Client
-from openvps.config import Config, own_memory_cgroup
+from openvps.config import Config, load as load_config, own_memory_cgroup
 from openvps.domain.limits import defaults
 from openvps.drivers.cgroup import Cgroups
 from openvps.drivers.runtime import Spec, oci
@@ -74,6 +76,59 @@ def umount(target: str) -> None:
     raise OSError(e, f"umount {target}: {os.strerror(e)}")
 
 
+# idmapped mounts (kernel >= 5.12) with the new mount API, as the daemon's drivers/idmap.py makes them
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+CLONE_NEWUSER, MOUNT_ATTR_IDMAP = 0x10000000, 0x00100000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def userns_fd(base: int, size: int) -> int:
+    """fd of a user namespace mapping 0..size-1 to base..: a forked child unshares, we write its maps."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the bench is single-threaded, so forking is safe
+        try:
+            os.write(w, b"1" if _libc.unshare(CLONE_NEWUSER) == 0 else b"0")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"1":
+            raise BenchError("floor: unshare(CLONE_NEWUSER) failed")
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"0 {base} {size}\n")
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w2)
+        os.close(r)
+        os.waitpid(pid, 0)
+
+
+def idmapped_mount(source: str, target: str, base: int, size: int) -> None:
+    ufd = userns_fd(base, size)
+    try:
+        fd = _libc.syscall(SYS_OPEN_TREE, -100, source.encode(), 1 | 0o2000000)   # AT_FDCWD, CLONE|CLOEXEC
+        if fd < 0:
+            raise BenchError(f"floor: open_tree {source}: {os.strerror(ctypes.get_errno())}")
+        try:
+            attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, ufd)
+            if (_libc.syscall(SYS_MOUNT_SETATTR, fd, b"", 0x1000, ctypes.byref(attr), ctypes.sizeof(attr)) < 0
+                    or _libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, target.encode(), 4) < 0):
+                raise BenchError(f"floor: idmapped mount on {target}: {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(fd)
+    finally:
+        os.close(ufd)
+
+
 def pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     k = (len(s) - 1) * q
@@ -83,9 +138,11 @@ def pct(xs: list[float], q: float) -> float:
 
 # ------------------------------------------------------------------ the floor: the same work, directly
 class Floor:
-    def __init__(self, root: Path, lower: Path):
+    def __init__(self, root: Path, lower: Path, idmap: tuple[int, int, int] | None):
         self.state, self.bundles, self.lower = root / "runc", root / "bundles", lower
         self.bundles.mkdir(parents=True)
+        self.idmap = idmap   # (first host uid, size, slots) like the daemon's, or None: privileged
+        self.slots = 0
         self.parent = own_memory_cgroup().rstrip("/") + "/openvps-bench-floor"
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]   # what RuncRuntime.nofile_hard computes
         self.nofile = min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
@@ -97,12 +154,26 @@ class Floor:
 
     def up(self, name: str) -> dict:
         b = self.bundles / name
-        spec = Spec(cid=name, bundle=b, hostname=name, limits=defaults(), cgroup_path=f"{self.parent}/{name}")
+        idmap = None
+        if self.idmap:   # own uid ranges, from the top of the daemon's space down (never the same as its)
+            first, size, slots = self.idmap
+            self.slots += 1
+            idmap = (first + (slots - self.slots) * size, size)
+        spec = Spec(cid=name, bundle=b, hostname=name, limits=defaults(), cgroup_path=f"{self.parent}/{name}",
+                    **({"idmap": idmap} if idmap else {}))
         t0 = now()
-        for d in ("upper", "work", "rootfs"):
+        for d in ("upper", "work", "rootfs", "lower"):
             (b / d).mkdir(parents=True)
-        opts = f"lowerdir={self.lower},upperdir={b / 'upper'},workdir={b / 'work'}"
         self.live[name] = b
+        lower = self.lower
+        if idmap:
+            st = os.stat(self.lower)
+            os.chown(b / "upper", idmap[0] + st.st_uid, idmap[0] + st.st_gid)
+            os.chown(b, idmap[0], idmap[0])
+            os.chmod(b, 0o700)
+            lower = b / "lower"
+            idmapped_mount(str(self.lower), str(lower), *idmap)
+        opts = f"lowerdir={lower},upperdir={b / 'upper'},workdir={b / 'work'}"
         if _libc.mount(b"overlay", str(b / "rootfs").encode(), b"overlay", 0, opts.encode()) != 0:
             raise BenchError(f"floor: overlay mount failed: {os.strerror(ctypes.get_errno())}")
         (b / "config.json").write_text(json.dumps(oci.config(spec, self.nofile)))
@@ -122,6 +193,7 @@ class Floor:
         if p.returncode != 0 and b"does not exist" not in p.stderr:
             raise BenchError(f"floor: runc delete {name}: {p.stderr.decode(errors='replace')[-300:]}")
         umount(str(b / "rootfs"))
+        umount(str(b / "lower"))
         shutil.rmtree(b)
         dt = now() - t0
         del self.live[name]
@@ -235,15 +307,18 @@ class Daemon:
         Cgroups(parent).prune(ancestors=own_memory_cgroup())
 
 
+PRIV: dict = {}   # {"privileged": True} with --privileged (the flag exists since user namespaces came)
+
+
 def api_up(c: Client, name: str, template: str) -> dict:
     t0 = now()
-    c.wait(c.create(name=name, template=template, start=True))
+    c.wait(c.create(name=name, template=template, start=True, **PRIV))
     return {"api": now() - t0}
 
 
 def api_split_up(c: Client, name: str, template: str) -> dict:
     t0 = now()
-    c.wait(c.create(name=name, template=template, start=False))
+    c.wait(c.create(name=name, template=template, start=False, **PRIV))
     t1 = now()
     c.wait(c.action(name, "start"))
     return {"api_create": t1 - t0, "api_start": now() - t1}
@@ -260,7 +335,7 @@ def api_down(c: Client, name: str, graceful: bool) -> dict:
 
 def cli_up(d: Daemon, name: str, template: str) -> dict:
     t0 = now()
-    d.cli("create", "--name", name, "--template", template, "--start")
+    d.cli("create", "--name", name, "--template", template, "--start", *(["--privileged"] if PRIV else []))
     return {"cli": now() - t0}
 
 
@@ -298,7 +373,16 @@ def bench(args, root: Path, daemon: Daemon, state: dict) -> dict:
     lower = Path(args.template_dir) / args.template / "rootfs"
     if not lower.is_dir():
         raise BenchError(f"template tree {lower} is missing")
-    floor = state["floor"] = Floor(root / "floor", lower)
+    # what the daemon makes by default (privileged, or its own uid range): the floor does the same
+    probe = c.wait(c.create(name="probe", template=args.template, **PRIV))["result"]["instance"]
+    c.wait(c.destroy("probe"))
+    idmap = None
+    if probe.get("uid_base") is not None:
+        cfg = load_config(env=daemon.env)
+        idmap = (cfg.idmap_base, cfg.idmap_size, ((1 << 32) - 2 - cfg.idmap_base) // cfg.idmap_size)
+    state["mode"] = (f"unprivileged (user namespace, {idmap[1]} uids per instance; floor the same)" if idmap
+                     else "privileged (no user namespace)")
+    floor = state["floor"] = Floor(root / "floor", lower, idmap)
 
     kinds = {
         "floor": (lambda n: floor.up(n), lambda n: floor.down(n)),
@@ -343,7 +427,7 @@ def bench(args, root: Path, daemon: Daemon, state: dict) -> dict:
     ms = {k: {"p50": pct(v, 0.5) * 1000, "p90": pct(v, 0.9) * 1000, "n": len(v)} for k, v in samples.items() if v}
     fl, api, cli = ms["floor"]["p50"], ms["api"]["p50"], ms["cli"]["p50"]
     return {
-        "n": args.n, "warmup": args.warmup, "template": args.template, "stop": "graceful" if args.graceful else "force",
+        "n": args.n, "warmup": args.warmup, "template": args.template, "mode": state["mode"], "stop": "graceful" if args.graceful else "force",
         "phases_ms": ms,
         "api_over_floor_p50": api / fl, "cli_minus_floor_p50_ms": cli - fl,
         "rss": {"instances": args.rss_count, "running_seen": running, "rss0_bytes": rss0, "rssN_bytes": rss_n,
@@ -357,6 +441,7 @@ def report(res: dict) -> None:
     mark = lambda ok: "PASS" if ok else "MISS"   # noqa: E731
     print(f"openvps create/start bench: template {res['template']}, N={res['n']} (+{res['warmup']} warm-up), "
           f"stop = {res['stop']}" + ("" if res["stop"] == "graceful" else " (SIGKILL; --graceful for init's signal)"))
+    print(f"instances: {res['mode']}")
     print(f"{'phase':<40} {'p50 ms':>9} {'p90 ms':>9} {'n':>4}")
     for key, label in ROWS:
         if key in res["phases_ms"]:
@@ -382,6 +467,7 @@ def main() -> int:
     ap.add_argument("--template", default="minimal", help="template to clone (default minimal)")
     ap.add_argument("--template-dir", default="/var/cache/openvps-bench/templates", help="shared template cache")
     ap.add_argument("--graceful", action="store_true", help="stop with init's signal instead of SIGKILL")
+    ap.add_argument("--privileged", action="store_true", help="bench privileged instances (no user namespace)")
     ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     args = ap.parse_args()
     if args.n < 1 or args.rss_count < 1:
@@ -392,7 +478,10 @@ def main() -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    if args.privileged:
+        PRIV["privileged"] = True
     root = Path(tempfile.mkdtemp(prefix="openvps-bench-"))
+    os.chmod(root, 0o711)   # an unprivileged instance's root must traverse to its bundle (not list)
     state: dict = {}
     daemon = Daemon(root, Path(args.template_dir))
     code = 0

@@ -27,6 +27,8 @@ class Config:
     cgroup_parent: str = ""         # default: <own memory cgroup>/openvps-<home id>
     stop_timeout: int = 60          # seconds of graceful stop before the kill
     workers: int = 8                # concurrent operations
+    idmap_base: int = 1_000_000_000  # first host uid of the instances' ranges (far from users and subuids)
+    idmap_size: int = 65536          # uids per instance: root inside = idmap_base + k * idmap_size outside
 
     @property
     def home_path(self) -> Path:

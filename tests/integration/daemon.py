@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -23,8 +24,10 @@ class Daemon:
     def __init__(self, template_dir: Path, home: Path | None = None, env: dict | None = None):
         self.home = home or Path(tempfile.mkdtemp(prefix="ovps-test-"))
         self.template_dir = template_dir
+        # each test home gets its own block of uid ranges, so two homes never share one
+        idmap_base = 1_000_000_000 + random.randrange(2000) * 16 * 65536
         self.env = {**os.environ, "OPENVPS_HOME": str(self.home), "OPENVPS_TEMPLATE_DIR": str(template_dir),
-                    "OPENVPS_STOP_TIMEOUT": "20", **(env or {})}
+                    "OPENVPS_STOP_TIMEOUT": "20", "OPENVPS_IDMAP_BASE": str(idmap_base), **(env or {})}
         self.env.pop("OPENVPS_FAULT", None)
         if env and "OPENVPS_FAULT" in env:
             self.env["OPENVPS_FAULT"] = env["OPENVPS_FAULT"]

@@ -101,7 +101,7 @@ def test_create_sends_limits_and_start(stub):
     assert res.exit_code == 0, res.output
     assert stub.calls[0] == ("create", (), {"name": "web1", "template": "minimal", "ctid": None, "hostname": None,
                                             "limits": {"ram": "512M"}, "ssh_keys": [], "root_password": None,
-                                            "start": True})
+                                            "start": True, "privileged": False})
     assert stub.names() == ["create", "wait"]
     assert res.stdout == "instance web1 (CTID 101) created and started\n"
 

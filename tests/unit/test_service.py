@@ -449,7 +449,7 @@ def test_reconcile(node, svc, wait, make, runtime, storage):
     make("dying")                                           # 104: destroy was interrupted
     node.store.update_instance(104, state="destroying")
     runtime.crash("100")
-    storage.mount(node.bundle(102), node.templates.rootfs("minimal"))
+    storage.mount(node.bundle(102), node.templates.rootfs("minimal"), storage.idmaps[node.bundle(102)])
     runtime.run(Spec(cid="102", bundle=node.bundle(102), hostname="resumed", limits=defaults(), cgroup_path="/x"))
     runtime.run(Spec(cid="999", bundle=node.bundle(101), hostname="x", limits=defaults(), cgroup_path="/x"))
     (node.config.instances_dir / "555").mkdir()

@@ -63,7 +63,8 @@ def list_instances(req: Request):
 def create_instance(req: Request, body: CreateInstance):
     return accepted(_svc(req).create(name=body.name, template=body.template, ctid=body.ctid, hostname=body.hostname,
                                      limits=_limits(body.limits), ssh_keys=body.ssh_keys,
-                                     root_password=body.root_password, start=body.start))
+                                     root_password=body.root_password, start=body.start,
+                                     privileged=body.privileged))
 
 
 @api.get("/instances/{ident}", summary="Show one instance (by CTID or name)")

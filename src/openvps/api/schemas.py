@@ -35,6 +35,8 @@ class CreateInstance(BaseModel):
     ssh_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys for root's authorized_keys")
     root_password: Optional[str] = Field(None, description="root password (stored only as a hash inside the instance)")
     start: bool = Field(False, description="start it once created (like pct create --start)")
+    privileged: bool = Field(False, description="UNSAFE: no user namespace, root inside is root on the node. "
+                             "By default every instance gets its own uid range")
 
 
 class SetInstance(BaseModel):

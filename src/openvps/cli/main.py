@@ -97,6 +97,8 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
            ssh_key: List[Path] = typer.Option([], "--ssh-key", help="public key file for root (repeatable)"),
            userpasswd: Optional[str] = typer.Option(None, help="root:PASSWORD (only root for now)"),
            start: bool = typer.Option(False, "--start", help="start once created"),
+           privileged: bool = typer.Option(False, "--privileged",
+                                           help="UNSAFE: no user namespace; root inside is root on the node"),
            json_out: bool = JSON, limits: dict = None):
     """Create an instance as a copy-on-write clone of a template."""
     keys = []
@@ -111,7 +113,7 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
         if not sep or user != "root" or not password:
             fail("--userpasswd takes root:PASSWORD")
     op = client().create(name=name, template=template, ctid=ctid, hostname=hostname, limits=limits,
-                         ssh_keys=keys, root_password=password, start=start)
+                         ssh_keys=keys, root_password=password, start=start, privileged=privileged)
     done = follow(op, f"creating {name}", quiet=json_out)
     inst = done["result"]["instance"]
     if json_out:

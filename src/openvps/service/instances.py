@@ -44,7 +44,7 @@ class InstanceService:
     # ---------------------------------------------------------------- create
     def create(self, *, name: str, template: str, ctid: int | None = None, hostname: str | None = None,
                limits: dict[str, Any] | None = None, ssh_keys: list[str] | None = None,
-               root_password: str | None = None, start: bool = False) -> dict:
+               root_password: str | None = None, start: bool = False, privileged: bool = False) -> dict:
         validate_name(name)
         if ctid is not None:
             validate_ctid(ctid)
@@ -80,7 +80,9 @@ class InstanceService:
             try:
                 row = self.store.add_instance(ctid=want, name=name, template=template, state=State.CREATING.value,
                                               hostname=hostname, init=manifest.init, stop_signal=manifest.stop_signal,
-                                              limits=values, live={})
+                                              limits=values, live={}, privileged=bool(privileged),
+                                              **({} if privileged else {"uid_base": "auto",
+                                                                        "idmap_range": self._idmap_range()}))
                 break
             except OpenVPSError as e:
                 if ctid is not None or e.details.get("name"):
@@ -107,8 +109,8 @@ class InstanceService:
             lower = self.node.templates.rootfs(row["template"])
             progress(0.1, "cloning the template")
             undo.add("remove the instance files", lambda: self.node.storage.destroy(bundle))
-            self.node.storage.create(bundle, lower)
-            rootfs = self.node.storage.mount(bundle, lower)
+            self.node.storage.create(bundle, lower, self._idmap(row))
+            rootfs = self.node.storage.mount(bundle, lower, self._idmap(row))
             try:
                 progress(0.4, "setting up hostname and keys")
                 tsetup.setup_instance(rootfs, manifest, hostname=row["hostname"],
@@ -125,6 +127,13 @@ class InstanceService:
                 self._start(ctid)
             undo.success()
         return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
+
+    def _idmap_range(self) -> tuple[int, int, int]:
+        cfg = self.node.config
+        return cfg.idmap_base, cfg.idmap_size, ((1 << 32) - 2 - cfg.idmap_base) // cfg.idmap_size
+
+    def _idmap(self, row: dict) -> tuple[int, int] | None:
+        return None if row["privileged"] or row["uid_base"] is None else (row["uid_base"], self.node.config.idmap_size)
 
     # ---------------------------------------------------------------- lifecycle
     def _submit(self, action: str, ident, handler, args: dict | None = None) -> dict:
@@ -200,7 +209,7 @@ class InstanceService:
         return Spec(cid=self.node.cid(ctid), bundle=self.node.bundle(ctid), hostname=hostname or row["hostname"],
                     limits=values, cgroup_path=self.node.cgroups.instance_path(str(ctid)), init=row["init"],
                     cpuset=self._cpuset(ctid, values.get("cpus", 0)),
-                    log_path=self.node.config.log_dir / f"{ctid}.console.log")
+                    log_path=self.node.config.log_dir / f"{ctid}.console.log", idmap=self._idmap(row))
 
     def _cpuset(self, ctid: int, count: int) -> str:
         """Spread pinned instances: take the `count` CPUs that the fewest running instances use."""
@@ -225,7 +234,7 @@ class InstanceService:
         bundle = spec.bundle
         with Reverter() as undo:
             undo.add("unmount", lambda: self.node.storage.unmount(bundle))
-            self.node.storage.mount(bundle, lower)
+            self.node.storage.mount(bundle, lower, spec.idmap)
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
             self.node.runtime.run(spec)
             faults.point("start.after_run")
@@ -307,7 +316,7 @@ class InstanceService:
 
     def _write_hostname_offline(self, row: dict, hostname: str) -> None:
         bundle = self.node.bundle(row["ctid"])
-        rootfs = self.node.storage.mount(bundle, self.node.templates.rootfs(row["template"]))
+        rootfs = self.node.storage.mount(bundle, self.node.templates.rootfs(row["template"]), self._idmap(row))
         try:
             tsetup.set_hostname(rootfs, hostname)
         finally:

@@ -34,7 +34,9 @@ class Node:
         self.config = config
         for d in (config.home_path, config.instances_dir, config.log_dir, Path(config.template_dir)):
             d.mkdir(parents=True, exist_ok=True)
-        os.chmod(config.home_path, 0o700)
+        # others may traverse (not list): an unprivileged instance's root must reach its own bundle
+        os.chmod(config.home_path, 0o711)
+        os.chmod(config.instances_dir, 0o711)
         self.store = Store(config.database_url)
         self.runtime = runtime or get_runtime(config.runtime, root=config.runc_root, binary=config.runc_binary)
         self.storage = storage or get_storage(config.storage)

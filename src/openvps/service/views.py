@@ -18,7 +18,8 @@ def iso(t: datetime | None) -> str | None:
 def instance_view(node, row: dict, detail: bool = False) -> dict:
     out = {
         "ctid": row["ctid"], "name": row["name"], "state": row["state"], "template": row["template"],
-        "hostname": row["hostname"], "init": row["init"],
+        "hostname": row["hostname"], "init": row["init"], "privileged": bool(row.get("privileged")),
+        "uid_base": row.get("uid_base"),
         "limits": row["limits"], "limits_display": L.render_all(row["limits"]),
         "ip": [],                       # networking arrives with the network issue
         "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),

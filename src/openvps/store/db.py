@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..domain.errors import Conflict, NotFound
+from ..domain.errors import Conflict, InsufficientResources, NotFound
 from .models import InstanceRow, OperationRow, utcnow
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -64,12 +64,24 @@ class Store:
                 if s.scalar(select(InstanceRow).where(InstanceRow.name == values["name"])) is not None:
                     raise Conflict(f"an instance named {values['name']!r} exists already; pick another name",
                                    name=values["name"])
+                if values.get("uid_base") == "auto":
+                    values = dict(values)
+                    values["uid_base"] = self._free_uid_base(s, *values.pop("idmap_range"))
                 row = InstanceRow(**values)
                 s.add(row)
                 s.flush()
                 return _row_dict(row)
         except IntegrityError as e:
             raise Conflict(f"instance {values['name']!r} or CTID {values['ctid']} exists already") from e
+
+    @staticmethod
+    def _free_uid_base(s: Session, base: int, size: int, limit: int) -> int:
+        """The lowest free uid range, chosen inside the insert's transaction (no two instances share one)."""
+        used = set(s.scalars(select(InstanceRow.uid_base).where(InstanceRow.uid_base.is_not(None))))
+        for slot in range(limit):
+            if base + slot * size not in used:
+                return base + slot * size
+        raise InsufficientResources("no free uid range left for another unprivileged instance")
 
     def next_ctid(self, start: int = 100) -> int:
         with self._sessions() as s:

@@ -19,6 +19,7 @@ class Spec:
     cpuset: str = ""              # "" = all CPUs
     log_path: Path | None = None  # the instance's console output
     env: dict[str, str] = field(default_factory=dict)
+    idmap: tuple[int, int] | None = None   # (host base uid, size): own user namespace; None = privileged
 
     @property
     def rootfs(self) -> Path:

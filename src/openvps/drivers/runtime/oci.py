@@ -1,6 +1,7 @@
 """OCI runtime config for a system container (the recipe measured in HOST-NOTES). Pure: no I/O."""
 from __future__ import annotations
 
+from . import seccomp
 from .base import Spec
 
 # What a system container needs (runc's default three make journald fail). No CAP_SYS_RESOURCE:
@@ -35,7 +36,8 @@ MOUNTS = [
 
 MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
           "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]
-READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger"]
+# /proc/sys read-only: systemd copes, and a tenant must not tune the node's kernel
+READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
 def resources(limits: dict[str, int], cpuset: str = "") -> dict:
@@ -54,6 +56,12 @@ def resources(limits: dict[str, int], cpuset: str = "") -> dict:
 
 def config(spec: Spec, nofile_hard: int = 20000) -> dict:
     env = {"PATH": PATH, "TERM": "xterm", "container": "oci", **spec.env}
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "network")]
+    idmaps = {}
+    if spec.idmap:
+        namespaces.append({"type": "user"})
+        mapping = [{"containerID": 0, "hostID": spec.idmap[0], "size": spec.idmap[1]}]
+        idmaps = {"uidMappings": mapping, "gidMappings": mapping}
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -72,8 +80,10 @@ def config(spec: Spec, nofile_hard: int = 20000) -> dict:
         "linux": {
             "cgroupsPath": spec.cgroup_path,
             "resources": {"devices": [{"allow": False, "access": "rwm"}], **resources(spec.limits, spec.cpuset)},
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "network")],
+            "namespaces": namespaces,
+            **idmaps,
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
+            "seccomp": seccomp.profile(),
         },
     }

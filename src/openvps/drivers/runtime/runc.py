@@ -17,6 +17,12 @@ from . import oci
 from .base import Runtime, Spec
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# the files a delegated cgroup's owner may write (cgroup v2 delegation rules; v1 needs the same few)
+DELEGATED_FILES = ("cgroup.procs", "tasks", "cgroup.threads", "cgroup.subtree_control", "cgroup.clone_children",
+                   "notify_on_release")
+
+
 def _signal_name(sig: str) -> str:
     """runc takes names like TERM or numbers; SIGRTMIN+3 has no runc name, so send its number."""
     if sig.startswith("SIGRTMIN+"):
@@ -58,8 +64,21 @@ class RuncRuntime(Runtime):
         with open(log_path, "ab") as log:
             start = log.tell()
             # no pipes: runc's detached init would inherit them and the caller would block until it exits
-            p = subprocess.run(self._cmd("run", "-d", "--bundle", str(spec.bundle), spec.cid),
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            if spec.idmap:
+                # in two steps: between create and start the instance's root gets its own cgroups, so
+                # systemd inside (an unprivileged root) can manage them — what LXC does
+                p = subprocess.run(self._cmd("create", "--bundle", str(spec.bundle), spec.cid),
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                if p.returncode == 0:
+                    try:
+                        self._delegate_cgroups(spec)
+                    except OSError as e:
+                        self.delete(spec.cid, force=True)
+                        raise DriverError(f"could not delegate cgroups to {spec.cid}: {e}") from None
+                    p = subprocess.run(self._cmd("start", spec.cid), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            else:
+                p = subprocess.run(self._cmd("run", "-d", "--bundle", str(spec.bundle), spec.cid),
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         if p.returncode != 0:
             with open(log_path, "rb") as log:
                 log.seek(start)
@@ -68,6 +87,18 @@ class RuncRuntime(Runtime):
             raise DriverError(f"runc could not start {spec.cid}: {_err(p)}")
         st = self.state(spec.cid)
         return st["pid"] if st else 0
+
+    def _delegate_cgroups(self, spec: Spec) -> None:
+        uid = gid = spec.idmap[0]
+        rel = spec.cgroup_path.strip("/")
+        for hierarchy in CGROUP_ROOT.iterdir():
+            d = hierarchy / rel
+            if hierarchy.is_symlink() or not d.is_dir():
+                continue
+            os.chown(d, uid, gid)
+            for name in DELEGATED_FILES:
+                if (d / name).exists():
+                    os.chown(d / name, uid, gid)
 
     def state(self, cid: str) -> dict | None:
         p = self._run("state", cid, check=False)

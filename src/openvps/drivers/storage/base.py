@@ -10,12 +10,14 @@ class Storage(ABC):
     capabilities: frozenset[str] = frozenset()   # "cow_clone"
 
     @abstractmethod
-    def create(self, bundle: Path, template_rootfs: Path) -> None:
-        """Make the instance's private layer under bundle (nothing mounted yet)."""
+    def create(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> None:
+        """Make the instance's private layer under bundle (nothing mounted yet). With idmap
+        (host base uid, size) its root belongs to the instance's own (shifted) root."""
 
     @abstractmethod
-    def mount(self, bundle: Path, template_rootfs: Path) -> Path:
-        """Mount the instance root at bundle/rootfs (idempotent); return it."""
+    def mount(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> Path:
+        """Mount the instance root at bundle/rootfs (idempotent); return it. With idmap the
+        shared template shows up owned by the instance's uid range (no copy, no chown)."""
 
     @abstractmethod
     def unmount(self, bundle: Path) -> None:

@@ -22,17 +22,21 @@ class FakeStorage(Storage):
         self.fail_mount = fail_mount
         self.mounted: set[Path] = set()
         self.calls: list[tuple[str, Path]] = []
+        self.idmaps: dict[Path, tuple[int, int] | None] = {}
         self._lock = threading.Lock()
 
-    def create(self, bundle: Path, template_rootfs: Path) -> None:
+    def create(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> None:
         with self._lock:
             self.calls.append(("create", bundle))
+            self.idmaps[bundle] = idmap
             for d in ("upper", "rootfs"):
                 (bundle / d).mkdir(parents=True, exist_ok=True)
 
-    def mount(self, bundle: Path, template_rootfs: Path) -> Path:
+    def mount(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> Path:
         with self._lock:
             self.calls.append(("mount", bundle))
+            if idmap != self.idmaps.get(bundle, idmap):
+                raise DriverError(f"{bundle} was created for idmap {self.idmaps[bundle]}, mounted with {idmap}")
             if self.fail_mount:
                 raise DriverError(f"mount overlay on {bundle / 'rootfs'} failed: fake storage told to fail")
             if not template_rootfs.is_dir():

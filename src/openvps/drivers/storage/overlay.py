@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ...domain.errors import DriverError
+from ..idmap import idmapped_mount
 from .base import Storage
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -44,34 +45,52 @@ class OverlayStorage(Storage):
     name = "overlay"
     capabilities = frozenset({"cow_clone"})
 
-    def create(self, bundle: Path, template_rootfs: Path) -> None:
-        for d in ("upper", "work", "rootfs"):
+    def create(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> None:
+        for d in ("upper", "work", "rootfs", "lower"):
             (bundle / d).mkdir(parents=True, exist_ok=True)
         os.chmod(bundle / "upper", 0o755)
+        if idmap:
+            # the merged / takes its owner from upper's root: make it the instance's root; the bundle
+            # is private to that root (runc mounts the rootfs as it) and to the node's root
+            st = os.stat(template_rootfs)
+            os.chown(bundle / "upper", idmap[0] + st.st_uid, idmap[0] + st.st_gid)
+            os.chown(bundle, idmap[0], idmap[0])
+            os.chmod(bundle, 0o700)
 
-    def mount(self, bundle: Path, template_rootfs: Path) -> Path:
+    def mount(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> Path:
         target = bundle / "rootfs"
         if not template_rootfs.is_dir():
             raise DriverError(f"template tree {template_rootfs} is missing; rebuild the template")
         if not mounted(target):
-            opts = f"lowerdir={template_rootfs},upperdir={bundle / 'upper'},workdir={bundle / 'work'}"
-            _mount("overlay", str(target), "overlay", opts)
+            lower = template_rootfs
+            if idmap:
+                lower = bundle / "lower"
+                lower.mkdir(exist_ok=True)
+                if not mounted(lower):
+                    idmapped_mount(str(template_rootfs), str(lower), *idmap)
+            opts = f"lowerdir={lower},upperdir={bundle / 'upper'},workdir={bundle / 'work'}"
+            try:
+                _mount("overlay", str(target), "overlay", opts)
+            except DriverError:
+                self.unmount(bundle)
+                raise
         return target
 
     def unmount(self, bundle: Path) -> None:
-        target = bundle / "rootfs"
-        while target.exists() and mounted(target):
-            _umount(str(target))
+        for target in (bundle / "rootfs", bundle / "lower"):
+            while target.exists() and mounted(target):
+                _umount(str(target))
 
     def is_mounted(self, bundle: Path) -> bool:
-        return mounted(bundle / "rootfs")
+        return mounted(bundle / "rootfs") or mounted(bundle / "lower")
 
     def destroy(self, bundle: Path) -> None:
         if not bundle.exists():
             return
         self.unmount(bundle)
-        if mounted(bundle / "rootfs"):
-            raise DriverError(f"{bundle / 'rootfs'} is still mounted; not removing it")
+        for target in (bundle / "rootfs", bundle / "lower"):
+            if mounted(target):
+                raise DriverError(f"{target} is still mounted; not removing it")
         shutil.rmtree(bundle)
 
     def usage(self, bundle: Path) -> int:

@@ -218,11 +218,18 @@ def safe_read(rootfs: Path, relpath: str, *, max_bytes: int = MAX_READ) -> bytes
     return None if found is None else found[0]
 
 
+def root_owner(rootfs: Path) -> tuple[int, int]:
+    """New files belong to whoever owns the instance's /: host root for a privileged instance,
+    the instance's own root (its shifted uid) for an unprivileged one."""
+    st = os.stat(rootfs)
+    return st.st_uid, st.st_gid
+
+
 def _rewrite(rootfs: Path, relpath: str, transform, default_mode: int = 0o644) -> None:
     """Read-modify-replace a text file, keeping its owner and permissions if it exists."""
     found = _safe_read_stat(rootfs, relpath)
     if found is None:
-        old, mode, uid, gid = "", default_mode, 0, 0
+        old, mode, (uid, gid) = "", default_mode, root_owner(rootfs)
     else:
         old = found[0].decode("utf-8", "replace")
         st = found[1]
@@ -316,16 +323,17 @@ def _install_host_keys(rootfs: Path, tmpdir: str,
     for kind, _ in procs:
         base = os.path.join(tmpdir, f"ssh_host_{kind}_key")
         with open(base, "rb") as f:
-            safe_write(rootfs, f"etc/ssh/ssh_host_{kind}_key", f.read(), 0o600)
+            safe_write(rootfs, f"etc/ssh/ssh_host_{kind}_key", f.read(), 0o600, *root_owner(rootfs))
         with open(base + ".pub", "rb") as f:
-            safe_write(rootfs, f"etc/ssh/ssh_host_{kind}_key.pub", f.read(), 0o644)
+            safe_write(rootfs, f"etc/ssh/ssh_host_{kind}_key.pub", f.read(), 0o644, *root_owner(rootfs))
 
 
 def write_authorized_keys(rootfs: Path, keys: Iterable[str]) -> None:
     lines = [validate_ssh_key(k) for k in keys]
-    safe_makedirs(rootfs, "root/.ssh", 0o700)
+    owner = root_owner(rootfs)
+    safe_makedirs(rootfs, "root/.ssh", 0o700, *owner)
     safe_write(rootfs, "root/.ssh/authorized_keys", "".join(k + "\n" for k in lines).encode(),
-               0o600)
+               0o600, *owner)
 
 
 # -- root password ----------------------------------------------------------------------------
