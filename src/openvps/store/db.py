@@ -109,16 +109,19 @@ class Store:
         with self._sessions() as s:
             return [_row_dict(r) for r in s.scalars(select(InstanceRow).order_by(InstanceRow.ctid))]
 
-    def update_instance(self, ctid: int, **values) -> dict:
+    def _update(self, model, key, what: str, values: dict) -> dict:
         with self._tx() as s:
-            row = s.get(InstanceRow, ctid)
+            row = s.get(model, key)
             if row is None:
-                raise NotFound(f"no instance {ctid}")
+                raise NotFound(f"no {what} {key}")
             for k, v in values.items():
                 setattr(row, k, v)
             row.updated_at = utcnow()
             s.flush()
             return _row_dict(row)
+
+    def update_instance(self, ctid: int, **values) -> dict:
+        return self._update(InstanceRow, ctid, "instance", values)
 
     def delete_instance(self, ctid: int) -> None:
         with self._tx() as s:
@@ -140,15 +143,7 @@ class Store:
             return _row_dict(row)
 
     def update_operation(self, op_id: str, **values) -> dict:
-        with self._tx() as s:
-            row = s.get(OperationRow, op_id)
-            if row is None:
-                raise NotFound(f"no operation {op_id}")
-            for k, v in values.items():
-                setattr(row, k, v)
-            row.updated_at = utcnow()
-            s.flush()
-            return _row_dict(row)
+        return self._update(OperationRow, op_id, "operation", values)
 
     def get_operation(self, op_id: str) -> dict:
         with self._sessions() as s:
