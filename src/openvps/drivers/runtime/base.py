@@ -19,6 +19,7 @@ class Spec:
     cpuset: str = ""              # "" = all CPUs
     log_path: Path | None = None  # the instance's console output
     env: dict[str, str] = field(default_factory=dict)
+    netns: str | None = None      # join this network namespace (a path) instead of a new, empty one
 
     @property
     def rootfs(self) -> Path:

@@ -72,7 +72,8 @@ def config(spec: Spec, nofile_hard: int = 20000) -> dict:
         "linux": {
             "cgroupsPath": spec.cgroup_path,
             "resources": {"devices": [{"allow": False, "access": "rwm"}], **resources(spec.limits, spec.cpuset)},
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "network")],
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
+            + [{"type": "network", "path": spec.netns} if spec.netns else {"type": "network"}],
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
