@@ -92,10 +92,17 @@ class Daemon:
         return self.home / "runc"
 
     @property
-    def cgroups(self) -> Cgroups:
+    def home_id(self) -> str:
         import hashlib
-        hid = hashlib.sha1(os.path.realpath(self.home).encode()).hexdigest()[:8]
-        return Cgroups(f"{own_memory_cgroup().rstrip('/')}/openvps-{hid}")
+        return hashlib.sha1(os.path.realpath(self.home).encode()).hexdigest()[:8]
+
+    @property
+    def cgroups(self) -> Cgroups:
+        return Cgroups(f"{own_memory_cgroup().rstrip('/')}/openvps-{self.home_id}")
+
+    def netns(self) -> list[str]:
+        """Network namespaces this home made (its default node namespace and its instances')."""
+        return [n for n in netns_list() if n == f"ovps-{self.home_id}" or n.startswith(f"ovps-{self.home_id}-")]
 
     def runc_containers(self) -> list[str]:
         if not self.runc_root.exists():
@@ -134,8 +141,15 @@ class Daemon:
         for m in sorted(self.mounts(), key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
         self.cgroups.prune(ancestors=own_memory_cgroup())
+        for ns in self.netns():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if not any(mounted(Path(m)) for m in self.mounts()):
             shutil.rmtree(self.home, ignore_errors=True)
+
+
+def netns_list() -> list[str]:
+    p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
 
 
 def op_json(p: subprocess.CompletedProcess) -> dict:
