@@ -118,9 +118,10 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
         user, sep, password = userpasswd.partition(":")
         if not sep or user != "root" or not password:
             fail("--userpasswd takes root:PASSWORD")
+    netargs = {k: v for k, v in {"nets": list(net), "ipadd": list(ipadd), "nameservers": list(nameserver),
+                                 "searchdomain": searchdomain}.items() if v}
     op = client().create(name=name, template=template, ctid=ctid, hostname=hostname, limits=limits,
-                         ssh_keys=keys, root_password=password, start=start, nets=list(net) or None,
-                         ipadd=list(ipadd), nameservers=list(nameserver), searchdomain=searchdomain)
+                         ssh_keys=keys, root_password=password, start=start, **netargs)
     done = follow(op, f"creating {name}", quiet=json_out)
     inst = done["result"]["instance"]
     if json_out:
