@@ -185,6 +185,14 @@ def test_ip_and_mac_spoofing_are_dropped(netd):
     d.sh("evil", "ip addr add 10.88.0.2/32 dev eth0")
     p = d.cli("exec", "evil", "--", "ping", "-c1", "-W2", "-I", "10.88.0.2", "10.88.0.1")
     assert p.returncode != 0 and "0 packets received" in p.stdout
+    # ARP claiming the victim's address (gratuitous, with evil's own MAC): dropped, the node's
+    # neighbour entry for the victim keeps the victim's MAC
+    assert "1 packets received" in d.sh("victim", "ping -c1 -W2 10.88.0.1")
+    d.cli("exec", "evil", "--", "arping", "-c", "2", "-U", "-s", "10.88.0.2", "-I", "eth0", "10.88.0.1")
+    d.cli("exec", "evil", "--", "arping", "-c", "2", "-A", "-s", "10.88.0.2", "-I", "eth0", "10.88.0.1")
+    evil_mac = d.sh("evil", "cat /sys/class/net/eth0/address")
+    neigh = d.up.run(d.up.node, "ip", "neigh", "show", "10.88.0.2").stdout
+    assert "lladdr" in neigh and evil_mac not in neigh
     d.sh("evil", "ip addr del 10.88.0.2/32 dev eth0")
     # another MAC: dropped (ARP and IP)
     d.sh("evil", "ip link set eth0 down; ip link set eth0 address 02:0f:00:00:00:64; ip link set eth0 up;"
