@@ -208,6 +208,23 @@ class Upstream:
         self.procs.append(p)
         time.sleep(0.3)
 
+    def ping_sources(self, ns: str, seconds: float, send) -> list[str]:
+        """The source addresses of ICMP echo requests that reach namespace ns while send() runs."""
+        code = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP)\n"
+                f"s.settimeout(0.2)\nend=time.time()+{seconds}\n"
+                "while time.time()<end:\n try:\n  d,a=s.recvfrom(2000)\n except OSError: continue\n"
+                " if d[(d[0]&15)*4]==8: print(socket.inet_ntoa(d[12:16]),flush=True)\n")
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            send()
+            out, _ = p.communicate(timeout=seconds + 10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        return sorted(set(out.split()))
+
     def links(self) -> list[str]:
         p = self.run(self.node, "ip", "-o", "link")
         return [ln.split(":")[1].strip().split("@")[0] for ln in p.stdout.splitlines()]

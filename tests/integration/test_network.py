@@ -181,10 +181,13 @@ def test_ip_and_mac_spoofing_are_dropped(netd):
     d.ok("create", "--name", "victim", "--start")        # 10.88.0.2
     d.ok("create", "--name", "evil", "--start")          # 10.88.0.3
     assert "1 packets received" in d.sh("evil", "ping -c1 -W2 10.88.0.1")
-    # another source address (the victim's): dropped
+    # another source address (the victim's): dropped before it reaches the node
     d.sh("evil", "ip addr add 10.88.0.2/32 dev eth0")
-    p = d.cli("exec", "evil", "--", "ping", "-c1", "-W2", "-I", "10.88.0.2", "10.88.0.1")
-    assert p.returncode != 0 and "0 packets received" in p.stdout
+
+    def send(src):
+        return lambda: d.cli("exec", "evil", "--", "ping", "-c", "2", "-W", "1", "-I", src, "10.88.0.1")
+    assert d.up.ping_sources(d.up.node, 2.5, send("10.88.0.3")) == ["10.88.0.3"]     # its own: arrives
+    assert d.up.ping_sources(d.up.node, 2.5, send("10.88.0.2")) == []               # spoofed: dropped
     # ARP claiming the victim's address (gratuitous, with evil's own MAC): dropped, the node's
     # neighbour entry for the victim keeps the victim's MAC
     assert "1 packets received" in d.sh("victim", "ping -c1 -W2 10.88.0.1")
