@@ -8,6 +8,20 @@ export OPENVPS_HOME=${OPENVPS_HOME:-/var/lib/openvps}
 O="$PWD/.venv/bin/openvps"
 NAME=${1:-demo}
 
+# The node's network lives in a namespace of its own, with an uplink into an "upstream" namespace
+# standing in for the internet; the host's own network is never changed. (On a real server, point
+# node_netns at a namespace holding the real uplink, or at "host".)
+UP=ovps-demo-up NODE=ovps-demo-node
+if ! ip netns list | grep -qw "$NODE"; then
+  echo ">> creating the network namespaces $NODE (the node) and $UP (upstream)"
+  ip netns add "$UP"; ip netns add "$NODE"
+  ip -n "$UP" link add up0 type veth peer name uplink0 netns "$NODE"
+  ip -n "$UP" addr add 192.0.2.1/24 dev up0; ip -n "$UP" link set up0 up; ip -n "$UP" link set lo up
+  ip -n "$NODE" addr add 192.0.2.2/24 dev uplink0; ip -n "$NODE" link set uplink0 up; ip -n "$NODE" link set lo up
+  ip -n "$NODE" route add default via 192.0.2.1
+fi
+export OPENVPS_NODE_NETNS=$NODE OPENVPS_UPLINK=uplink0 OPENVPS_PUBLIC_POOL=192.0.2.100-192.0.2.109
+
 if [ -f "$OPENVPS_HOME/daemon.pid" ] && kill -0 "$(cat "$OPENVPS_HOME/daemon.pid")" 2>/dev/null; then
   echo ">> daemon already running (pid $(cat "$OPENVPS_HOME/daemon.pid"))"
 else
@@ -22,13 +36,24 @@ if ! "$O" status "$NAME" --json >/dev/null 2>&1; then
 else
   "$O" status "$NAME" --json | grep -q '"state": "running"' || "$O" start "$NAME"
 fi
+# a web server in the instance, reachable through a port forward of the node
+"$O" exec "$NAME" -- sh -c 'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html &&
+  (pidof httpd >/dev/null || busybox httpd -p 80 -h /www)'
+"$O" forward list --json | grep -q '"port": 8080' || "$O" forward add "$NAME" tcp 8080:80
 "$O" list
+echo ">> from upstream: $(ip netns exec "$UP" wget -qO- -T 3 http://192.0.2.2:8080/ || echo 'no answer?')"
 cat <<MSG
 
 Instance '$NAME' is running. Reach it with:
   $O enter $NAME                  # an interactive shell (a real pty)
   $O exec $NAME -- ps             # one command, exit code passed through
-More: $O --help    (OPENVPS_HOME=$OPENVPS_HOME)
-A Debian 12 instance with systemd and sshd:
-  $O template build debian-12 && $O create --name deb1 --template debian-12 --ssh-key ~/.ssh/id_ed25519.pub --start
+  ip netns exec $UP wget -qO- http://192.0.2.2:8080/     # its web server, through the forward, from "upstream"
+More: $O --help    (OPENVPS_HOME=$OPENVPS_HOME; the node network is in namespace $NODE)
+A Debian 12 instance with systemd and sshd, reachable with ssh through a forward:
+  $O template build debian-12
+  $O create --name deb1 --template debian-12 --ssh-key ~/.ssh/id_ed25519.pub --start
+  $O forward add deb1 tcp 2222:22
+  ip netns exec $UP ssh -p 2222 -i ~/.ssh/id_ed25519 root@192.0.2.2
+Clean up: destroy the instances, stop the daemon (kill \$(cat $OPENVPS_HOME/daemon.pid)), then
+  ip netns del $NODE; ip netns del $UP
 MSG

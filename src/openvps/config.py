@@ -29,6 +29,11 @@ class Config:
     workers: int = 8                # concurrent operations
     idmap_base: int = 1_000_000_000  # first host uid of the instances' ranges (far from users and subuids)
     idmap_size: int = 65536          # uids per instance: root inside = idmap_base + k * idmap_size outside
+    network: str = "netns"          # network driver name
+    node_netns: str = ""            # default: ovps-<home id>; "host" = the daemon's own namespace (a real server)
+    uplink: str = "eth0"            # the node's interface towards upstream (inside node_netns)
+    public_pool: str = ""           # public (elastic) addresses: 198.51.100.0/28 or first-last
+    default_subnet: str = "10.88.0.0/24"   # the network "default" made at first start
 
     @property
     def home_path(self) -> Path:
@@ -55,6 +60,7 @@ class Config:
         self.database_url = self.database_url or f"sqlite:///{h / 'openvps.db'}"
         self.template_dir = self.template_dir or str(h / "templates")
         self.socket = self.socket or str(h / "openvps.sock")
+        self.node_netns = self.node_netns or f"ovps-{self.home_id}"
         self.cgroup_parent = self.cgroup_parent or f"{own_memory_cgroup().rstrip('/')}/openvps-{self.home_id}"
         return self
 

@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon, Upstream  # noqa: E402
 
 # Shared between runs so the Debian template (45 s of debootstrap) is built once per machine.
 TEMPLATE_DIR = Path(os.environ.get("OPENVPS_TEST_TEMPLATE_DIR", "/var/cache/openvps-test/templates"))
@@ -56,3 +56,25 @@ def make_daemon(template_dir, minimal):
     finally:
         for d in made:
             d.cleanup()
+
+
+@pytest.fixture
+def upstream():
+    """A node namespace with an uplink into an upstream namespace (see daemon.Upstream)."""
+    u = Upstream()
+    try:
+        yield u
+    finally:
+        u.cleanup()
+
+
+@pytest.fixture
+def netd(template_dir, minimal, upstream):
+    """A daemon whose node network lives in the upstream fixture's node namespace."""
+    d = Daemon(template_dir, env=upstream.env)
+    d.up = upstream
+    try:
+        d.start()
+        yield d
+    finally:
+        d.cleanup()

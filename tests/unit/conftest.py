@@ -9,6 +9,7 @@ import pytest
 from openvps.config import Config
 from openvps.domain.limits import NodeFacts
 from openvps.drivers.cgroup import Cgroups
+from openvps.drivers.network.fake import FakeNetwork
 from openvps.drivers.runtime.fake import FakeRuntime
 from openvps.drivers.storage.fake import FakeStorage
 from openvps.drivers.templates.base import Manifest
@@ -67,12 +68,17 @@ def cgroot(tmp_path) -> Path:
 
 
 @pytest.fixture
-def node(tmp_path, runtime, storage, template_dir, cgroot):
+def network() -> FakeNetwork:
+    return FakeNetwork()
+
+
+@pytest.fixture
+def node(tmp_path, runtime, storage, template_dir, cgroot, network):
     config = Config(home=str(tmp_path / "home")).finish()
     config.template_dir = str(template_dir)
     config.workers = 4
     n = Node(config, runtime=runtime, storage=storage, cgroups=Cgroups(config.cgroup_parent, root=cgroot),
-             facts=FACTS)
+             facts=FACTS, network=network)
     try:
         yield n
     finally:

@@ -63,7 +63,8 @@ def list_instances(req: Request):
 def create_instance(req: Request, body: CreateInstance):
     return accepted(_svc(req).create(name=body.name, template=body.template, ctid=body.ctid, hostname=body.hostname,
                                      limits=_limits(body.limits), ssh_keys=body.ssh_keys,
-                                     root_password=body.root_password, start=body.start,
+                                     root_password=body.root_password, start=body.start, nets=body.nets,
+                                     ipadd=body.ipadd, nameservers=body.nameservers, searchdomain=body.searchdomain,
                                      privileged=body.privileged))
 
 
@@ -74,7 +75,9 @@ def get_instance(req: Request, ident: str):
 
 @api.patch("/instances/{ident}", status_code=202, summary="Change limits or hostname live, and with save persist them")
 def set_instance(req: Request, ident: str, body: SetInstance):
-    return accepted(_svc(req).set(ident, limits=_limits(body.limits), hostname=body.hostname, save=body.save))
+    return accepted(_svc(req).set(ident, limits=_limits(body.limits), hostname=body.hostname, save=body.save,
+                                  ipadd=body.ipadd, ipdel=body.ipdel, nameservers=body.nameservers,
+                                  searchdomain=body.searchdomain))
 
 
 @api.delete("/instances/{ident}", status_code=202, summary="Destroy an instance (refused while running unless force)")
@@ -158,4 +161,6 @@ def create_app(node: Node) -> FastAPI:
     errors.install(app)
     app.include_router(api)
     app.include_router(exec_ws.router)
+    from . import routes_network
+    app.include_router(routes_network.router)
     return app

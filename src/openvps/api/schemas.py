@@ -37,6 +37,12 @@ class CreateInstance(BaseModel):
     start: bool = Field(False, description="start it once created (like pct create --start)")
     privileged: bool = Field(False, description="UNSAFE: no user namespace, root inside is root on the node. "
                              "By default every instance gets its own uid range")
+    nets: Optional[list[str]] = Field(None, description="networks to join, one interface each (eth0, eth1, ...); "
+                                      "default: the network 'default'", examples=[["lan0"]])
+    ipadd: list[str] = Field(default_factory=list, description="given addresses (else the next free one)",
+                             examples=[["10.88.0.50"]])
+    nameservers: list[str] = Field(default_factory=list, description="written to /etc/resolv.conf")
+    searchdomain: Optional[str] = Field(None, description="written to /etc/resolv.conf")
 
 
 class SetInstance(BaseModel):
@@ -44,6 +50,10 @@ class SetInstance(BaseModel):
     limits: Limits = Field(default_factory=Limits)   # type: ignore[valid-type]
     hostname: Optional[str] = None
     save: bool = Field(False, description="persist the change (otherwise it applies to the running instance only)")
+    ipadd: list[str] = Field(default_factory=list, description="add addresses (always saved; live when running)")
+    ipdel: list[str] = Field(default_factory=list, description="remove addresses")
+    nameservers: Optional[list[str]] = Field(None, description="replace the nameservers in /etc/resolv.conf")
+    searchdomain: Optional[str] = Field(None, description="replace the search domain ('' removes it)")
 
 
 class StopInstance(BaseModel):

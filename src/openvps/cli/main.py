@@ -99,6 +99,14 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
            start: bool = typer.Option(False, "--start", help="start once created"),
            privileged: bool = typer.Option(False, "--privileged",
                                            help="UNSAFE: no user namespace; root inside is root on the node"),
+           net: List[str] = typer.Option([], "--net", help="network to join (repeatable: eth0, eth1, ...); "
+                                         "default: the network 'default'", rich_help_panel="Network"),
+           ipadd: List[str] = typer.Option([], "--ipadd", help="given address (repeatable); else the next free one",
+                                           rich_help_panel="Network"),
+           nameserver: List[str] = typer.Option([], "--nameserver", help="for /etc/resolv.conf (repeatable)",
+                                                rich_help_panel="Network"),
+           searchdomain: Optional[str] = typer.Option(None, "--searchdomain", help="for /etc/resolv.conf",
+                                                      rich_help_panel="Network"),
            json_out: bool = JSON, limits: dict = None):
     """Create an instance as a copy-on-write clone of a template."""
     keys = []
@@ -112,8 +120,10 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
         user, sep, password = userpasswd.partition(":")
         if not sep or user != "root" or not password:
             fail("--userpasswd takes root:PASSWORD")
+    netargs = {k: v for k, v in {"nets": list(net), "ipadd": list(ipadd), "nameservers": list(nameserver),
+                                 "searchdomain": searchdomain}.items() if v}
     op = client().create(name=name, template=template, ctid=ctid, hostname=hostname, limits=limits,
-                         ssh_keys=keys, root_password=password, start=start, privileged=privileged)
+                         ssh_keys=keys, root_password=password, start=start, privileged=privileged, **netargs)
     done = follow(op, f"creating {name}", quiet=json_out)
     inst = done["result"]["instance"]
     if json_out:
@@ -211,12 +221,26 @@ def list_(output: str = typer.Option(render.DEFAULT_COLUMNS, "-o", "--output",
 def set(ident: str = typer.Argument(..., help="CTID or name"),
         hostname: Optional[str] = typer.Option(None, help="new hostname"),
         save: bool = typer.Option(False, "--save", help="persist (without it a running instance changes until restart)"),
+        ipadd: List[str] = typer.Option([], "--ipadd", help="add an address (repeatable; always saved)",
+                                        rich_help_panel="Network"),
+        ipdel: List[str] = typer.Option([], "--ipdel", help="remove an address (repeatable)", rich_help_panel="Network"),
+        nameserver: List[str] = typer.Option([], "--nameserver", help="replace the nameservers (repeatable)",
+                                             rich_help_panel="Network"),
+        searchdomain: Optional[str] = typer.Option(None, "--searchdomain", help="replace the search domain",
+                                                   rich_help_panel="Network"),
         json_out: bool = JSON, limits: dict = None):
-    """Change limits live (running instances) and with --save in the saved config, like vzctl set."""
-    done = follow(client().set(ident, limits=limits, hostname=hostname, save=save), f"set {ident}", quiet=True)
+    """Change limits live (running instances) and with --save in the saved config, like vzctl set.
+    Addresses and DNS (--ipadd/--ipdel/--nameserver/--searchdomain) are always saved and applied live."""
+    body = {"limits": limits, "hostname": hostname, "save": save}
+    if ipadd or ipdel or nameserver or searchdomain is not None:
+        body.update(ipadd=list(ipadd), ipdel=list(ipdel), nameservers=list(nameserver) or None,
+                    searchdomain=searchdomain)
+    done = follow(client().set(ident, **body), f"set {ident}", quiet=True)
     inst = done["result"]["instance"]
     if json_out:
         return render.print_json(inst)
+    if not (limits or hostname):
+        return print(f"instance {inst['name']} updated: {', '.join(inst.get('ip') or []) or 'no addresses'}")
     print(f"instance {inst['name']} updated" + (" and saved" if save else " (live only; add --save to keep)"))
 
 
@@ -304,6 +328,11 @@ def template_remove(name: str = typer.Argument(...), json_out: bool = JSON):
     if json_out:
         return render.print_json({"removed": name})
     print(f"template {name} removed")
+
+
+# ------------------------------------------------------------------ networking (cli/network.py)
+from . import network as _network  # noqa: E402
+_network.register(app)
 
 
 def run() -> None:

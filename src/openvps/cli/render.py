@@ -73,6 +73,16 @@ def instance_detail(i: dict) -> None:
         rows += [["memory used", format_size(u.get("memory")) if u.get("memory") is not None else "-"],
                  ["processes", str(u.get("pids") if u.get("pids") is not None else "-")],
                  ["init pid (node)", str(u.get("pid") or "-")]]
+    net = i.get("network") or {}
+    for nic in net.get("interfaces", []):
+        rows.append([nic["ifname"], f"{', '.join(nic['addresses'])} ({nic['network']} {nic['subnet']}, "
+                                   f"gw {nic['gateway']}, {nic['mac']})"])
+    if net.get("dns", {}).get("nameservers"):
+        rows.append(["nameservers", " ".join(net["dns"]["nameservers"])])
+    if net.get("forwards"):
+        rows.append(["forwards", ", ".join(f"{f['proto']} {f['port']}->{f['target_port']}" for f in net["forwards"])])
+    if net.get("public"):
+        rows.append(["public", ", ".join(net["public"])])
     rows += [["created", i.get("created_at") or "-"], ["started", i.get("started_at") or "-"],
              ["console log", i.get("console_log", "-")]]
     table(["", ""], rows)

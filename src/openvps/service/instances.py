@@ -44,7 +44,9 @@ class InstanceService:
     # ---------------------------------------------------------------- create
     def create(self, *, name: str, template: str, ctid: int | None = None, hostname: str | None = None,
                limits: dict[str, Any] | None = None, ssh_keys: list[str] | None = None,
-               root_password: str | None = None, start: bool = False, privileged: bool = False) -> dict:
+               root_password: str | None = None, start: bool = False, nets: list[str] | None = None,
+               ipadd: list[str] | None = None, nameservers: list[str] | None = None,
+               searchdomain: str | None = None, privileged: bool = False) -> dict:
         validate_name(name)
         if ctid is not None:
             validate_ctid(ctid)
@@ -89,6 +91,11 @@ class InstanceService:
                     raise
         if row is None:
             raise OpenVPSError("could not find a free CTID; pass one explicitly")
+        try:   # IPAM in one store transaction: a taken or outside address answers 4xx now
+            self.node.networks.allocate(row["ctid"], nets, ipadd, nameservers, searchdomain)
+        except Exception:
+            self.store.delete_instance(row["ctid"])
+            raise
         secret = {"ssh_keys": list(ssh_keys or []), "root_password": root_password}
         op = self._op("instance.create", row, {"template": template, "start": start})
         try:
@@ -115,11 +122,16 @@ class InstanceService:
                 progress(0.4, "setting up hostname and keys")
                 tsetup.setup_instance(rootfs, manifest, hostname=row["hostname"],
                                       ssh_keys=secret["ssh_keys"], root_password=secret["root_password"])
+                self.node.networks.write_dns(rootfs, ctid)
             except (ValueError, tsetup.SetupError) as e:
                 raise InvalidArgument(f"instance setup failed: {e}") from None
             finally:
                 if not op.args.get("start"):
                     self.node.storage.unmount(bundle)
+            if self.node.netstore.nics(ctid):
+                progress(0.6, "network rules")
+                undo.add("rules without the instance", self.node.networks._safe_rebuild)
+                self.node.networks.rebuild()
             faults.point("create.after_setup")
             self.store.update_instance(ctid, state=State.STOPPED.value)
             if op.args.get("start"):
@@ -198,8 +210,10 @@ class InstanceService:
                 self._stop(ctid, 0, True, p)
             self.store.update_instance(ctid, state=State.DESTROYING.value)
             self.node.runtime.delete(self.node.cid(ctid), force=True)
+            self.node.networks.detach(ctid)
             self.node.storage.destroy(self.node.bundle(ctid))
-            self.store.delete_instance(ctid)
+            self.store.delete_instance(ctid)      # its addresses, forwards and rules go with it
+            self.node.networks.rebuild()
             return {}
         return self.node.runner.submit(op, run)
 
@@ -209,7 +223,8 @@ class InstanceService:
         return Spec(cid=self.node.cid(ctid), bundle=self.node.bundle(ctid), hostname=hostname or row["hostname"],
                     limits=values, cgroup_path=self.node.cgroups.instance_path(str(ctid)), init=row["init"],
                     cpuset=self._cpuset(ctid, values.get("cpus", 0)),
-                    log_path=self.node.config.log_dir / f"{ctid}.console.log", idmap=self._idmap(row))
+                    log_path=self.node.config.log_dir / f"{ctid}.console.log",
+                    netns=self.node.networks.netns_path(ctid), idmap=self._idmap(row))
 
     def _cpuset(self, ctid: int, count: int) -> str:
         """Spread pinned instances: take the `count` CPUs that the fewest running instances use."""
@@ -235,8 +250,13 @@ class InstanceService:
         with Reverter() as undo:
             undo.add("unmount", lambda: self.node.storage.unmount(bundle))
             self.node.storage.mount(bundle, lower, spec.idmap)
+            undo.add("remove the network namespace", lambda: self.node.networks.detach(ctid))
+            # runc makes the network namespace (owned by the instance's user namespace, so sysfs can be
+            # mounted inside); we name and wire it between runc create and runc start
+            spec.netns = None
+            self.node.networks.detach(ctid)     # a stale name from a crash must not be reused
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
-            self.node.runtime.run(spec)
+            self.node.runtime.run(spec, before_start=lambda pid: self.node.networks.attach(ctid, pid=pid))
             faults.point("start.after_run")
             self.store.update_instance(ctid, state=State.RUNNING.value, started_at=_now(),
                                        live={**row["limits"], "cpuset": spec.cpuset, "hostname": row["hostname"]})
@@ -261,17 +281,23 @@ class InstanceService:
                 if not rt.wait_stopped(cid, 10):
                     raise DriverError(f"instance {row['name']} did not die after SIGKILL; see `openvps status`")
         rt.delete(cid, force=True)
+        self.node.networks.detach(ctid)
         self.node.storage.unmount(self.node.bundle(ctid))
         self.store.update_instance(ctid, state=State.STOPPED.value, live={})
 
     # ---------------------------------------------------------------- live changes
     def set(self, ident, *, limits: dict[str, Any] | None = None, hostname: str | None = None,
-            save: bool = False) -> dict:
+            save: bool = False, ipadd: list[str] | None = None, ipdel: list[str] | None = None,
+            nameservers: list[str] | None = None, searchdomain: str | None = None) -> dict:
         row = self._row(ident)
         check_transition("set", row["state"], row["name"])
         running = row["state"] in (State.RUNNING, State.SUSPENDED)
-        if not (limits or hostname):
-            raise InvalidArgument("nothing to change: give a limit (e.g. --ram 1G) or --hostname")
+        net_change = bool(ipadd or ipdel or nameservers or searchdomain is not None)
+        if not (limits or hostname or net_change):
+            raise InvalidArgument("nothing to change: give a limit (e.g. --ram 1G), --hostname, --ipadd/--ipdel, "
+                                  "--nameserver or --searchdomain")
+        if net_change and not (limits or hostname):
+            return self._set_network(row, ipadd or [], ipdel or [], nameservers or None, searchdomain)
         if not running and not save:
             raise InvalidArgument(f"instance {row['name']} is stopped: nothing to apply live; "
                                   "add --save to change its saved configuration")
@@ -298,6 +324,23 @@ class InstanceService:
                 self.store.update_instance(ctid, limits=saved_values, **({"hostname": hostname} if hostname else {}))
             return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
         return self.node.runner.submit(op, run)
+
+    def _set_network(self, row: dict, ipadd: list[str], ipdel: list[str], nameservers, searchdomain) -> dict:
+        """Addresses and DNS are always saved, and applied live when the instance runs (vzctl set
+        --ipadd/--ipdel/--nameserver). The store changes now, so a taken address answers 409 at once."""
+        apply = self.node.networks.change_addresses(row["ctid"], ipadd, ipdel, nameservers, searchdomain)
+        op = self._op("instance.set", row, {"ipadd": ipadd, "ipdel": ipdel})
+
+        def run(o: Operation, p: Progress):
+            with Reverter() as undo:
+                apply(undo)
+                undo.success()
+            return {"instance": instance_view(self.node, self.store.get_instance(o.args["ctid"]))}
+        try:
+            return self.node.runner.submit(op, run)
+        except Exception:
+            apply.revert()
+            raise
 
     def _apply_live(self, row: dict, values: dict, hostname: str | None) -> None:
         ctid = row["ctid"]

@@ -10,10 +10,12 @@ from ..config import Config, own_memory_cgroup
 from ..domain.instance import State
 from ..domain.limits import NodeFacts
 from ..drivers.cgroup import Cgroups
+from ..drivers.network import NetworkDriver, get_network
 from ..drivers.runtime import Runtime, get_runtime
 from ..drivers.storage import Storage, get_storage
 from ..drivers.templates.cache import TemplateCache
 from ..store.db import Store
+from ..store.netstore import NetStore
 from .ops import Runner
 
 log = logging.getLogger("openvps.node")
@@ -30,7 +32,8 @@ def node_facts() -> NodeFacts:
 
 class Node:
     def __init__(self, config: Config, *, runtime: Runtime | None = None, storage: Storage | None = None,
-                 cgroups: Cgroups | None = None, facts: NodeFacts | None = None):
+                 cgroups: Cgroups | None = None, facts: NodeFacts | None = None,
+                 network: NetworkDriver | None = None):
         self.config = config
         for d in (config.home_path, config.instances_dir, config.log_dir, Path(config.template_dir)):
             d.mkdir(parents=True, exist_ok=True)
@@ -45,6 +48,11 @@ class Node:
         self.facts = facts or node_facts()
         self.runner = Runner(self.store, workers=config.workers)
         self.orphans: list[str] = []
+        self.netstore = NetStore(self.store)
+        self.network = network or get_network(config.network, node_netns=config.node_netns,
+                                              home_id=config.home_id, uplink=config.uplink)
+        from .networks import NetworkService
+        self.networks = NetworkService(self)
 
     def bundle(self, ctid: int) -> Path:
         return self.config.instances_dir / str(ctid)
@@ -59,6 +67,8 @@ class Node:
             "ram": self.facts.ram_bytes, "swap": self.facts.swap_bytes, "cpus": self.facts.cpus,
             "runtime": self.runtime.name, "runtime_capabilities": sorted(self.runtime.capabilities),
             "storage": self.storage.name, "storage_capabilities": sorted(self.storage.capabilities),
+            "network": self.network.name, "node_netns": self.config.node_netns, "uplink": self.config.uplink,
+            "public_pool": self.config.public_pool,
             "cgroup_version": self.cgroups.version, "cgroup_parent": self.cgroups.parent,
             "template_dir": self.config.template_dir,
             "instances": len(self.store.list_instances()),
@@ -67,6 +77,7 @@ class Node:
 
     def close(self) -> None:
         self.runner.shutdown()
+        self.networks.shutdown()
         self.cgroups.prune(ancestors=own_memory_cgroup())
         self.store.close()
 
@@ -79,6 +90,7 @@ class Node:
                                             error={"code": "interrupted", "details": {},
                                                    "message": "the daemon stopped during this operation; run it again"})
                 report["operations"] += 1
+        self.network_report = self.networks.setup()     # kept apart: the report's shape is the engine's
         running = self.runtime.list()
         known = set()
         for inst in self.store.list_instances():
@@ -99,6 +111,7 @@ class Node:
                 if inst["state"] != State.STOPPED:
                     report["stopped"].append(inst["name"])
                 self.runtime.delete(cid, force=True)
+                self.network.detach(ctid)
                 self.storage.unmount(self.bundle(ctid))
                 self.store.update_instance(ctid, state=State.STOPPED.value, live={})
         # runc state without a store row: report, never delete (it may be an operator's)
@@ -109,8 +122,11 @@ class Node:
                 self.orphans.append(f"instance directory {d} has no instance in the store")
         for line in self.orphans:
             log.warning("orphan: %s", line)
+        self.network_report.update(self.networks.reconcile())
+        log.info("network reconciled: %s", self.network_report)
         return report
 
     def _remove_everything(self, ctid: int) -> None:
         self.runtime.delete(self.cid(ctid), force=True)
+        self.network.detach(ctid)
         self.storage.destroy(self.bundle(ctid))

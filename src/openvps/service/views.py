@@ -21,13 +21,15 @@ def instance_view(node, row: dict, detail: bool = False) -> dict:
         "hostname": row["hostname"], "init": row["init"], "privileged": bool(row.get("privileged")),
         "uid_base": row.get("uid_base"),
         "limits": row["limits"], "limits_display": L.render_all(row["limits"]),
-        "ip": [],                       # networking arrives with the network issue
+        "ip": node.netstore.addresses_of(row["ctid"]) if hasattr(node, "netstore") else [],
         "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
     }
     running = row["state"] in (State.RUNNING, State.SUSPENDED)
     if running and row.get("live"):
         out["live"] = {k: v for k, v in row["live"].items()}
     if detail:
+        if hasattr(node, "networks"):
+            out["network"] = node.networks.instance_info(row["ctid"])
         out["usage"] = usage(node, row) if running else {}
         out["console_log"] = str(node.config.log_dir / f"{row['ctid']}.console.log")
     return out

@@ -5,6 +5,7 @@ import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Spec:
     log_path: Path | None = None  # the instance's console output
     env: dict[str, str] = field(default_factory=dict)
     idmap: tuple[int, int] | None = None   # (host base uid, size): own user namespace; None = privileged
+    netns: str | None = None      # join this network namespace (a path) instead of a new, empty one
 
     @property
     def rootfs(self) -> Path:
@@ -31,8 +33,9 @@ class Runtime(ABC):
     capabilities: frozenset[str] = frozenset()   # "freeze", "live_update", "exec", "tty"
 
     @abstractmethod
-    def run(self, spec: Spec) -> int:
-        """Create and start detached; return the init's host PID."""
+    def run(self, spec: Spec, before_start: Callable[[int], None] | None = None) -> int:
+        """Create and start detached; return the init's host PID. before_start(pid) runs once the
+        container's namespaces exist and before its init runs (e.g. to wire its network)."""
 
     @abstractmethod
     def state(self, cid: str) -> dict | None:

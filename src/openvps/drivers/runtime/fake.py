@@ -57,7 +57,7 @@ class FakeRuntime(Runtime):
         return c
 
     # ---- the interface
-    def run(self, spec: Spec) -> int:
+    def run(self, spec: Spec, before_start=None) -> int:
         with self._lock:
             if spec.cid in self.containers:
                 raise DriverError(f"runc could not start {spec.cid}: container with id exists: {spec.cid}")
@@ -70,7 +70,14 @@ class FakeRuntime(Runtime):
                                          "limits": dict(spec.limits), "cpuset": spec.cpuset,
                                          "hostname": spec.hostname}
             self.runs.append(copy.deepcopy(spec))
-            return pid
+        if before_start:
+            try:
+                before_start(pid)
+            except Exception:
+                with self._lock:
+                    self.containers.pop(spec.cid, None)
+                raise
+        return pid
 
     def state(self, cid: str) -> dict | None:
         with self._lock:

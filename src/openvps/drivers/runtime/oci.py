@@ -56,7 +56,8 @@ def resources(limits: dict[str, int], cpuset: str = "") -> dict:
 
 def config(spec: Spec, nofile_hard: int = 20000) -> dict:
     env = {"PATH": PATH, "TERM": "xterm", "container": "oci", **spec.env}
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "network")]
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
+    namespaces.append({"type": "network", "path": spec.netns} if spec.netns else {"type": "network"})
     idmaps = {}
     if spec.idmap:
         namespaces.append({"type": "user"})

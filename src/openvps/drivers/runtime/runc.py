@@ -58,23 +58,31 @@ class RuncRuntime(Runtime):
         os.replace(tmp, path)
         return path
 
-    def run(self, spec: Spec) -> int:
+    def run(self, spec: Spec, before_start=None) -> int:
         self.write_bundle(spec)
         log_path = spec.log_path or spec.bundle / "console.log"
         with open(log_path, "ab") as log:
             start = log.tell()
             # no pipes: runc's detached init would inherit them and the caller would block until it exits
-            if spec.idmap:
+            if spec.idmap or before_start:
                 # in two steps: between create and start the instance's root gets its own cgroups, so
-                # systemd inside (an unprivileged root) can manage them — what LXC does
+                # systemd inside (an unprivileged root) can manage them (what LXC does), and the caller
+                # wires the network namespace runc made (owned by the instance's user namespace)
                 p = subprocess.run(self._cmd("create", "--bundle", str(spec.bundle), spec.cid),
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
                 if p.returncode == 0:
                     try:
-                        self._delegate_cgroups(spec)
+                        if spec.idmap:
+                            self._delegate_cgroups(spec)
+                        if before_start:
+                            st = self.state(spec.cid)
+                            before_start(st["pid"] if st else 0)
                     except OSError as e:
                         self.delete(spec.cid, force=True)
-                        raise DriverError(f"could not delegate cgroups to {spec.cid}: {e}") from None
+                        raise DriverError(f"could not prepare {spec.cid}: {e}") from None
+                    except Exception:
+                        self.delete(spec.cid, force=True)
+                        raise
                     p = subprocess.run(self._cmd("start", spec.cid), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             else:
                 p = subprocess.run(self._cmd("run", "-d", "--bundle", str(spec.bundle), spec.cid),

@@ -1,0 +1,215 @@
+"""The real network driver: pyroute2 for namespaces, links, addresses and routes; nftables (our
+own tables only, one `nft -f` transaction) inside the node namespace.
+
+`node_netns` names the node namespace; the special value `host` means the namespace the daemon runs
+in (an operator's choice on a real server: then bridges and our nft tables live there; no test does
+this). Nothing outside our namespaces, our bridges (ovbr<N>), our ports (vh<CTID>_<N>), our public
+addresses and our nft tables is ever changed."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import subprocess
+import threading
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute, NetlinkError, NetNS, netns
+
+from ...domain.errors import DriverError
+from .base import NetworkDriver
+
+log = logging.getLogger("openvps.network")
+
+HOST = "host"
+
+
+class NetnsNetwork(NetworkDriver):
+    name = "netns"
+    capabilities = frozenset({"nat", "forward", "public", "firewall", "antispoof"})
+
+    def __init__(self, *, node_netns: str, home_id: str, uplink: str, nft: str = "nft"):
+        super().__init__(node_netns=node_netns, home_id=home_id, uplink=uplink)
+        self.nft = nft
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def on_host(self) -> bool:
+        return self.node_netns in ("", HOST)
+
+    @contextmanager
+    def _node(self):
+        # flags=0: never create the node namespace by accident (only setup_node does)
+        ipr = IPRoute() if self.on_host else NetNS(self.node_netns, flags=0)
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    def _in_node(self, argv: list[str], input: str | None = None) -> subprocess.CompletedProcess:
+        cmd = argv if self.on_host else ["ip", "netns", "exec", self.node_netns, *argv]
+        return subprocess.run(cmd, input=input, capture_output=True, text=True)
+
+    @staticmethod
+    def _idx(ipr, ifname: str) -> int | None:
+        found = ipr.link_lookup(ifname=ifname)
+        return found[0] if found else None
+
+    # ---------------------------------------------------------------- node
+    def setup_node(self) -> bool:
+        created = False
+        if not self.on_host and self.node_netns not in netns.listnetns():
+            netns.create(self.node_netns)
+            created = True
+        with self._node() as ipr:
+            lo = self._idx(ipr, "lo")
+            ipr.link("set", index=lo, state="up")
+        for key in ("net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1"):
+            p = self._in_node(["sysctl", "-qw", key])
+            if p.returncode != 0 and "ip_forward" in key:
+                raise DriverError(f"could not enable forwarding in {self.node_netns}: {p.stderr.strip()}")
+        return created
+
+    def ensure_bridge(self, network: dict) -> None:
+        from ...domain.network import bridge_name
+        name = bridge_name(network["id"])
+        prefix = ipaddress.IPv4Network(network["subnet"]).prefixlen
+        try:
+            with self._node() as ipr:
+                idx = self._idx(ipr, name)
+                if idx is None:
+                    ipr.link("add", ifname=name, kind="bridge")
+                    idx = self._idx(ipr, name)
+                have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+                if (network["gateway"], prefix) not in have:
+                    ipr.addr("add", index=idx, address=network["gateway"], prefixlen=prefix)
+                ipr.link("set", index=idx, state="up")
+        except NetlinkError as e:
+            raise DriverError(f"could not set up bridge {name} for network {network['name']}: {e}") from None
+
+    def remove_bridge(self, network: dict) -> None:
+        from ...domain.network import bridge_name
+        name = bridge_name(network["id"])
+        try:
+            with self._node() as ipr:
+                idx = self._idx(ipr, name)
+                if idx is not None:
+                    ipr.link("del", index=idx)
+        except NetlinkError as e:
+            raise DriverError(f"could not remove bridge {name}: {e}") from None
+
+    def apply_rules(self, text: str) -> None:
+        with self._lock:
+            p = self._in_node([self.nft, "-f", "-"], input=text)
+        if p.returncode != 0:
+            raise DriverError(f"nft -f failed in {self.node_netns or 'the host namespace'}: {p.stderr.strip()[-2000:]}")
+
+    # ---------------------------------------------------------------- instances
+    def attach(self, ctid: int, nics: list[dict], pid: int | None = None) -> str:
+        name = self.instance_netns(ctid)
+        if name not in netns.listnetns():
+            if pid:     # a running instance lost its name (e.g. /run was cleaned): name its namespace again
+                netns.attach(name, pid)
+            else:
+                netns.create(name)
+        try:
+            with self._node() as node, NetNS(name, flags=0) as inst:
+                inst.link("set", index=self._idx(inst, "lo"), state="up")
+                want = {n["ifname"]: n for n in nics}
+                # remove interfaces no longer wanted (their node-side peer goes with them)
+                for link in inst.get_links():
+                    ifname = link.get("ifname")
+                    if ifname.startswith("eth") and ifname not in want:
+                        inst.link("del", index=link["index"])
+                for n in nics:
+                    self._plug(node, inst, name, ctid, n)
+                self._default_route(inst, nics)
+        except NetlinkError as e:
+            raise DriverError(f"could not wire the network of instance {ctid}: {e}") from None
+        return self.instance_netns_path(ctid)
+
+    def _plug(self, node, inst, nsname: str, ctid: int, n: dict) -> None:
+        host = n["host_ifname"]
+        idx = self._idx(inst, n["ifname"])
+        if idx is None or self._idx(node, host) is None:
+            if idx is not None:
+                inst.link("del", index=idx)
+            if self._idx(node, host) is not None:
+                node.link("del", index=self._idx(node, host))
+            tmp = f"vt{ctid}_{n['idx']}"
+            node.link("add", ifname=host, kind="veth", peer={"ifname": tmp, "net_ns_fd": nsname})
+            idx = self._idx(inst, tmp)
+            inst.link("set", index=idx, ifname=n["ifname"], address=n["mac"])
+        bridge = self._idx(node, n["bridge"])
+        if bridge is None:
+            raise DriverError(f"network {n['network']} has no bridge {n['bridge']}; restart the daemon to repair it")
+        node.link("set", index=self._idx(node, host), master=bridge, state="up")
+        have = {a.get("address") for a in inst.get_addr(index=idx, family=2)}
+        for a in n["addresses"]:
+            if a not in have:
+                inst.addr("add", index=idx, address=a, prefixlen=n["prefixlen"])
+        for a in have - set(n["addresses"]):
+            inst.addr("del", index=idx, address=a, prefixlen=n["prefixlen"])
+        inst.link("set", index=idx, state="up")
+
+    def _default_route(self, inst, nics: list[dict]) -> None:
+        routes = inst.get_routes(family=2, dst_len=0, table=254)
+        first = next((n for n in nics if n["addresses"]), None)
+        gw = routes[0].get("gateway") if routes else None
+        if first is None:
+            if routes:
+                inst.route("del", dst="0.0.0.0/0")
+            return
+        if gw != first["gateway"]:
+            if routes:
+                inst.route("del", dst="0.0.0.0/0")
+            inst.route("add", dst="0.0.0.0/0", gateway=first["gateway"])
+
+    def detach(self, ctid: int) -> None:
+        name = self.instance_netns(ctid)
+        prefix = f"vh{ctid}_"
+        try:
+            if not self.on_host and self.node_netns not in netns.listnetns():
+                raise OSError("no node namespace")
+            with self._node() as node:
+                for link in node.get_links():
+                    if link.get("ifname", "").startswith(prefix):
+                        try:
+                            node.link("del", index=link["index"])
+                        except NetlinkError:
+                            pass
+        except (NetlinkError, OSError) as e:
+            log.warning("detach %s: %s", ctid, e)
+        if name in netns.listnetns():
+            netns.remove(name)
+
+    def attached(self) -> list[int]:
+        prefix = f"ovps-{self.home_id}-"
+        return sorted(int(n[len(prefix):]) for n in netns.listnetns()
+                      if n.startswith(prefix) and n[len(prefix):].isdigit())
+
+    def sync_public(self, addresses: list[str], pool: list[str]) -> None:
+        with self._node() as ipr:
+            idx = self._idx(ipr, self.uplink)
+            if idx is None:
+                if addresses:
+                    raise DriverError(f"the uplink {self.uplink!r} does not exist in {self.node_netns}; "
+                                      "set uplink (OPENVPS_UPLINK) to the node's upstream interface")
+                return
+            have = {a.get("address") for a in ipr.get_addr(index=idx, family=2) if a["prefixlen"] == 32}
+            pool_set = set(pool)
+            for a in set(addresses) - have:
+                ipr.addr("add", index=idx, address=a, prefixlen=32)
+            for a in (have & pool_set) - set(addresses):
+                ipr.addr("del", index=idx, address=a, prefixlen=32)
+
+    def teardown(self, networks: list[dict], remove_netns: bool) -> None:
+        from .ruleset import empty
+        if not self.on_host and self.node_netns not in netns.listnetns():
+            return
+        self.apply_rules(empty())
+        for net in networks:
+            self.remove_bridge(net)
+        if remove_netns and not self.on_host:
+            netns.remove(self.node_netns)
