@@ -139,6 +139,21 @@ def test_public_address_moves_atomically_and_answers_from_the_new_instance_only(
     d.ok("firewall", "allow", "p2", "tcp", "80")
     d.ok("address", "associate", pub, "p1")
     assert up.http(up.up, f"http://{pub}/") == "hello-p1"
+    # a connection opened before the move (an echo server on p1)...
+    d.cli("firewall", "allow", "p1", "tcp", "7000")
+    d.sh("p1", "(nc -ll -p 7000 -e cat >/dev/null 2>&1 &) ; sleep 0.2")
+    client = subprocess.Popen(["ip", "netns", "exec", up.up, "python3", "-c",
+                               "import socket,sys\n"
+                               f"s=socket.create_connection(('{pub}',7000),timeout=3)\n"
+                               "for line in sys.stdin:\n"
+                               " s.sendall(line.encode())\n"
+                               " try: print(s.recv(100).decode().strip(),flush=True)\n"
+                               " except OSError: print('timeout',flush=True)\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    up.procs.append(client)
+    client.stdin.write("before\n")
+    client.stdin.flush()
+    assert client.stdout.readline().strip() == "before"
     # out: the instance leaves with its public address (1:1 SNAT), the others with the node's
     up.serve_peer(9000)
     assert d.sh("p1", f"nc -w 3 {UP} 9000 </dev/null") == pub
@@ -146,6 +161,10 @@ def test_public_address_moves_atomically_and_answers_from_the_new_instance_only(
     d.ok("address", "associate", pub, "p2")        # the move: one ruleset swap
     for _ in range(3):
         assert up.http(up.up, f"http://{pub}/") == "hello-p2"
+    # ...never reaches the old instance after the move
+    client.stdin.write("after\n")
+    client.stdin.flush()
+    assert client.stdout.readline().strip() == "timeout"
     assert d.sh("p2", f"nc -w 3 {UP} 9000 </dev/null") == pub
     assert json.loads(d.ok("address", "list", "--json")) == [{"address": pub, "instance": "p2"}]
     assert "disassociate it first" in err(d.cli("address", "release", pub))

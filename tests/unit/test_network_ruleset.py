@@ -54,6 +54,11 @@ def test_nat_only_for_nat_networks_and_public_addresses_one_to_one():
         ls.index('oifname "uplink0" ip saddr 10.88.0.0/24 masquerade')
     assert "elements = { 192.0.2.100, 192.0.2.101 }" in ls
     assert not any("192.0.2.101 dnat" in ln for ln in ls)          # allocated, not associated
+    # flows to a public address that reach another instance than its current one are dropped
+    assert "elements = { 192.0.2.100 . 10.88.0.3 }" in ls
+    i = ls.index("chain forward {")
+    assert ls[i + 2] == ("ct direction original ct status dnat ct original ip daddr @public_addrs "
+                         "ct original ip daddr . ip daddr != @public_flow drop")
 
 
 def test_inbound_default_deny_with_firewall_allows():
@@ -61,7 +66,7 @@ def test_inbound_default_deny_with_firewall_allows():
     i = ls.index("chain forward {")
     chain = ls[i + 1:ls.index("}", i)]
     assert chain[0] == "type filter hook forward priority filter; policy accept;"
-    assert chain[1] == "ct state established,related accept"
+    assert chain[3] == "ct state established,related accept"
     assert chain[-1] == 'iifname "uplink0" drop'
     assert ('ip saddr 0.0.0.0/0 ip daddr { 10.88.0.2, 10.88.0.9, 10.89.0.2 } meta l4proto tcp th dport 22 accept '
             'comment "firewall 7 web1"') in chain

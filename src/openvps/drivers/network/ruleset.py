@@ -4,7 +4,8 @@ Only tables of our own (`inet openvps`, `bridge openvps`). The text is ONE `nft 
 each table is declared (so it exists), deleted and defined again, so the kernel swaps the old rules
 for the new ones atomically and nothing that is not ours is touched.
 
-  inet openvps   nat:    1:1 DNAT of public addresses, port forwards (prerouting AND output, so the
+  inet openvps   nat:    1:1 DNAT of public addresses (and a drop of flows still DNATed to an instance
+                         the address no longer maps to), port forwards (prerouting AND output, so the
                          node itself reaches them), SNAT of public addresses, hairpin and NAT masquerade
                  filter: inbound from the uplink is dropped unless established, a port forward, or
                          allowed by a firewall rule (security group)
@@ -52,6 +53,14 @@ def ruleset(snap: dict, uplink: str) -> str:
     if pubs:
         out.append(f"    elements = {_set(pubs)}")
     out.append("  }")
+    # public address -> the instance it maps to now: flows DNATed to any other (an old association)
+    # are dropped at the moment of the ruleset swap, so a moved address never reaches the old one
+    flows = [f"{p['address']} . {primary[p['ctid']]}" for p in public
+             if p["ctid"] is not None and p["ctid"] in primary]
+    out += ["  set public_flow {", "    type ipv4_addr . ipv4_addr"]
+    if flows:
+        out.append(f"    elements = {_set(flows)}")
+    out.append("  }")
 
     out += ["  chain dnat_rules {"]
     for p in public:
@@ -82,6 +91,10 @@ def ruleset(snap: dict, uplink: str) -> str:
     out.append("  }")
 
     out += ["  chain forward {", "    type filter hook forward priority filter; policy accept;",
+            "    ct direction original ct status dnat ct original ip daddr @public_addrs "
+            "ct original ip daddr . ip daddr != @public_flow drop",
+            "    ct direction reply ct status dnat ct original ip daddr @public_addrs "
+            "ct original ip daddr . ip saddr != @public_flow drop",
             "    ct state established,related accept",
             f"    iifname != {up} accept",
             f"    ct mark {FWD_MARK} accept"]
