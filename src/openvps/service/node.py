@@ -46,6 +46,14 @@ class Node:
         self.runner = Runner(self.store, workers=config.workers)
         self.orphans: list[str] = []
 
+    def event(self, type: str, row: dict | None = None, **data) -> None:
+        """Record a lifecycle event (best effort: an event never fails the work it reports)."""
+        try:
+            extra = {"name": row["name"], "owner": row.get("owner") or "admin"} if row else {}
+            self.store.add_event(type, str(row["ctid"]) if row else None, {**extra, **data})
+        except Exception:
+            log.exception("could not record event %s", type)
+
     def bundle(self, ctid: int) -> Path:
         return self.config.instances_dir / str(ctid)
 

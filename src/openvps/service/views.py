@@ -23,6 +23,9 @@ def instance_view(node, row: dict, detail: bool = False) -> dict:
         "limits": row["limits"], "limits_display": L.render_all(row["limits"]),
         "ip": [],                       # networking arrives with the network issue
         "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "owner": row.get("owner", "admin"), "description": row.get("description") or "",
+        "tags": row.get("tags") or {},
     }
     running = row["state"] in (State.RUNNING, State.SUSPENDED)
     if running and row.get("live"):
@@ -54,3 +57,9 @@ def usage(node, row: dict) -> dict:
         "cpu_ns": int(cpu) if cpu else None, "pids": int(pids) if pids else None,
         "pid": st["pid"] if st else None,
     }
+
+
+def instance_etag(row: dict) -> str:
+    """Changes whenever the row does (every store update bumps updated_at)."""
+    import hashlib
+    return '"' + hashlib.sha1(f"instance|{row['ctid']}|{iso(row['updated_at'])}|{row['state']}".encode()).hexdigest()[:20] + '"'

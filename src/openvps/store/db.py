@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, InsufficientResources, NotFound
+from .accounts import AccountsMixin
 from .models import InstanceRow, OperationRow, utcnow
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,7 +24,7 @@ def _row_dict(row) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
 
-class Store:
+class Store(AccountsMixin):
     def __init__(self, url: str):
         self.url = url
         kwargs: dict[str, Any] = {}
@@ -131,10 +132,10 @@ class Store:
             return list(s.scalars(select(InstanceRow.name).where(InstanceRow.template == template)))
 
     # ---- operations
-    def add_operation(self, kind: str, target: str = "", args: dict | None = None) -> dict:
+    def add_operation(self, kind: str, target: str = "", args: dict | None = None, owner: str = "admin") -> dict:
         with self._tx() as s:
             row = OperationRow(id=str(uuid.uuid4()), kind=kind, status="pending", target=target,
-                               progress=0.0, message="", args=args or {})
+                               progress=0.0, message="", args=args or {}, owner=owner)
             s.add(row)
             s.flush()
             return _row_dict(row)
@@ -150,6 +151,19 @@ class Store:
             s.flush()
             return _row_dict(row)
 
+    def transition_operation(self, op_id: str, frm: tuple[str, ...], to: str, **values) -> dict | None:
+        """Compare-and-set the status: the row if it was in `frm` (now `to`), else None."""
+        with self._tx() as s:
+            row = s.get(OperationRow, op_id)
+            if row is None or row.status not in frm:
+                return None
+            row.status = to
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.updated_at = utcnow()
+            s.flush()
+            return _row_dict(row)
+
     def get_operation(self, op_id: str) -> dict:
         with self._sessions() as s:
             row = s.get(OperationRow, op_id)
@@ -157,11 +171,13 @@ class Store:
                 raise NotFound(f"no operation {op_id}", operation=op_id)
             return _row_dict(row)
 
-    def list_operations(self, status: str | None = None, limit: int = 100) -> list[dict]:
+    def list_operations(self, status: str | None = None, limit: int = 100, owner: str | None = None) -> list[dict]:
         with self._sessions() as s:
             q = select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit)
             if status:
                 q = q.where(OperationRow.status == status)
+            if owner:
+                q = q.where(OperationRow.owner == owner)
             return [_row_dict(r) for r in s.scalars(q)]
 
 
