@@ -55,7 +55,7 @@ class InstanceService:
             owner = actor.name
         if state and state not in {s.value for s in State}:
             raise InvalidArgument(f"state: one of {', '.join(s.value for s in State)}", field="state")
-        tag_filter = dict(parse_tag(t) for t in tags or [])
+        tag_filter = [parse_tag(t) for t in tags or []]
         rows = self.store.list_instances_page(after=after, limit=limit + 1, state=state, template=template,
                                               name_prefix=name_prefix, owner=owner, tags=tag_filter)
         more = len(rows) > limit

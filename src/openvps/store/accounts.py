@@ -123,7 +123,7 @@ class AccountsMixin:
     # ---- instances, a page at a time (core rows: no ORM objects on the list path)
     def list_instances_page(self, *, after: int | None = None, limit: int = 500, state: str | None = None,
                             template: str | None = None, name_prefix: str | None = None,
-                            owner: str | None = None, tags: dict[str, str] | None = None) -> list[dict]:
+                            owner: str | None = None, tags=None) -> list[dict]:
         t = InstanceRow.__table__
         q = select(t).order_by(t.c.ctid).limit(limit)
         if after is not None:
@@ -137,7 +137,7 @@ class AccountsMixin:
             q = q.where(t.c.name.like(esc + "%", escape="\\"))
         if owner:
             q = q.where(t.c.owner == owner)
-        for k, v in (tags or {}).items():
+        for k, v in (tags.items() if isinstance(tags, dict) else tags or []):
             q = q.where(t.c.tags[k].as_string() == v)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
