@@ -28,8 +28,9 @@ def list_instances(req: Request, actor: Actor = Depends(current_actor),
                    owner: Optional[str] = Query(None, max_length=63, description="admins only; others see their own"),
                    tag: list[str] = Query([], description="key=value; repeat to require several"),
                    fields: Optional[str] = Query(None, max_length=500, description="comma-separated, e.g. ctid,name,state")):
-    return _svc(req).page(actor, limit=limit, cursor=cursor, state=state, template=template, name_prefix=name_prefix,
+    page = _svc(req).page(actor, limit=limit, cursor=cursor, state=state, template=template, name_prefix=name_prefix,
                           owner=owner, tags=tag, fields=[f for f in (fields or "").split(",") if f] or None)
+    return JSONResponse(page)   # plain JSON already: skip the generic encoder on the hot path
 
 
 @router.post("/instances", status_code=202, summary="Create an instance (202 + operation)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from ..domain import limits as L
 from ..domain.instance import State
@@ -15,12 +16,25 @@ def iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z")
 
 
+@lru_cache(maxsize=4096)
+def _display_cached(items: tuple) -> dict:
+    return L.render_all(dict(items))
+
+
+def _display(limits: dict) -> dict:
+    """limits_display, cached: most instances share a few limit sets, and rendering sizes is slow."""
+    try:
+        return dict(_display_cached(tuple(sorted(limits.items()))))
+    except TypeError:   # an unhashable value: render it directly
+        return L.render_all(limits)
+
+
 def instance_view(node, row: dict, detail: bool = False) -> dict:
     out = {
         "ctid": row["ctid"], "name": row["name"], "state": row["state"], "template": row["template"],
         "hostname": row["hostname"], "init": row["init"], "privileged": bool(row.get("privileged")),
         "uid_base": row.get("uid_base"),
-        "limits": row["limits"], "limits_display": L.render_all(row["limits"]),
+        "limits": row["limits"], "limits_display": _display(row["limits"]),
         "ip": [],                       # networking arrives with the network issue
         "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
         "updated_at": iso(row["updated_at"]),
