@@ -49,9 +49,9 @@ def limits_table():
     return L.schema()
 
 
-@api.get("/templates", summary="List built templates (with the instances using each)")
-def list_templates(req: Request):
-    return req.app.state.templates.list()
+@api.get("/templates", summary="List built templates (with the instances using each: yours, or all for admins)")
+def list_templates(req: Request, actor: Actor = Depends(current_actor)):
+    return req.app.state.templates.list(actor.scope)
 
 
 @api.get("/templates/builders", summary="Template names that can be built")
@@ -65,8 +65,9 @@ def build_template(req: Request, body: BuildTemplate, _a: Actor = Depends(admin_
 
 
 @api.get("/templates/{name}", summary="Show one template, with its ETag")
-def get_template(req: Request, name: str, if_none_match: Optional[str] = Header(None)):
-    view = req.app.state.templates.get(name)
+def get_template(req: Request, name: str, actor: Actor = Depends(current_actor),
+                 if_none_match: Optional[str] = Header(None)):
+    view = req.app.state.templates.get(name, actor.scope)
     return _tagged(view, etag("template", *sorted((k, str(v)) for k, v in view.items())), if_none_match)
 
 

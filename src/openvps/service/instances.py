@@ -129,11 +129,14 @@ class InstanceService:
                                               hostname=hostname, init=manifest.init, stop_signal=manifest.stop_signal,
                                               limits=values, live={}, privileged=bool(privileged),
                                               owner=actor.name, tags=tags, description=description,
+                                              quota_check=lambda n, ram: self.users.check_quota(
+                                                  actor.name, add_instances=1, ram_delta=values.get("ram", 0),
+                                                  usage=(n, ram)),
                                               **({} if privileged else {"uid_base": "auto",
                                                                         "idmap_range": self._idmap_range()}))
                 break
             except OpenVPSError as e:
-                if ctid is not None or e.details.get("name"):
+                if ctid is not None or e.details.get("name") or e.code == "quota_exceeded":
                     raise
         if row is None:
             raise OpenVPSError("could not find a free CTID; pass one explicitly")

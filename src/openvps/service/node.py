@@ -69,7 +69,7 @@ class Node:
             "storage": self.storage.name, "storage_capabilities": sorted(self.storage.capabilities),
             "cgroup_version": self.cgroups.version, "cgroup_parent": self.cgroups.parent,
             "template_dir": self.config.template_dir,
-            "instances": len(self.store.list_instances()),
+            "instances": self.store.count_instances(),
             "orphans": self.orphans,
         }
 

@@ -144,11 +144,12 @@ class UserService:
         self.store.delete_token(token_id, user=actor.scope)
 
     # ---- quotas
-    def check_quota(self, owner: str, *, add_instances: int = 0, ram_delta: int = 0) -> None:
+    def check_quota(self, owner: str, *, add_instances: int = 0, ram_delta: int = 0,
+                    usage: tuple[int, int] | None = None) -> None:
         user = self.store.find_user(owner)
         if user is None:
             return
-        count, ram = self.store.owner_usage(owner)
+        count, ram = usage if usage is not None else self.store.owner_usage(owner)
         if add_instances and user["max_instances"] is not None and count + add_instances > user["max_instances"]:
             raise QuotaExceeded(f"user {owner} may have {user['max_instances']} instance(s) and has {count}; "
                                 "destroy one or ask an admin to raise max_instances",

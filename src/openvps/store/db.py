@@ -65,6 +65,10 @@ class Store(AccountsMixin):
                 if s.scalar(select(InstanceRow).where(InstanceRow.name == values["name"])) is not None:
                     raise Conflict(f"an instance named {values['name']!r} exists already; pick another name",
                                    name=values["name"])
+                check = values.pop("quota_check", None)
+                if check is not None:   # re-checked inside the insert: concurrent creates cannot overshoot
+                    limits = list(s.scalars(select(InstanceRow.limits).where(InstanceRow.owner == values["owner"])))
+                    check(len(limits), sum(int((lim or {}).get("ram") or 0) for lim in limits))
                 if values.get("uid_base") == "auto":
                     values = dict(values)
                     values["uid_base"] = self._free_uid_base(s, *values.pop("idmap_range"))
@@ -127,9 +131,17 @@ class Store(AccountsMixin):
             if row is not None:
                 s.delete(row)
 
-    def instances_using_template(self, template: str) -> list[str]:
+    def instances_using_template(self, template: str, owner: str | None = None) -> list[str]:
         with self._sessions() as s:
-            return list(s.scalars(select(InstanceRow.name).where(InstanceRow.template == template)))
+            q = select(InstanceRow.name).where(InstanceRow.template == template)
+            if owner is not None:
+                q = q.where(InstanceRow.owner == owner)
+            return list(s.scalars(q))
+
+    def count_instances(self) -> int:
+        from sqlalchemy import func
+        with self._sessions() as s:
+            return s.scalar(select(func.count()).select_from(InstanceRow)) or 0
 
     # ---- operations
     def add_operation(self, kind: str, target: str = "", args: dict | None = None, owner: str = "admin") -> dict:

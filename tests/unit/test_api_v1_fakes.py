@@ -334,3 +334,31 @@ def test_metrics_text(sock, node, user, cgroot):
         if line and not line.startswith("#"):
             float(line.rsplit(" ", 1)[1])
     assert_error(user("alice").get("/metrics"), 403, "forbidden")
+
+
+def test_templates_do_not_leak_other_users_instances(sock, user):
+    alice, bob = user("alice"), user("bob")
+    create(alice, "a1")
+    create(sock, "adm1")
+    assert bob.get("/1.0/templates/minimal").json()["in_use_by"] == []
+    assert alice.get("/1.0/templates").json()[0]["in_use_by"] == ["a1"]
+    assert sorted(sock.get("/1.0/templates/minimal").json()["in_use_by"]) == ["a1", "adm1"]
+
+
+def test_quota_holds_under_concurrent_creates(svc, node, wait):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openvps.domain.errors import QuotaExceeded
+    from openvps.service.users import Actor
+    node.store.add_user("carol", max_instances=3)
+    carol = Actor("carol", False)
+
+    def one(i):
+        try:
+            return wait(svc.create(name=f"c{i}", template="minimal", actor=carol))["status"]
+        except QuotaExceeded:
+            return "refused"
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(one, range(8)))
+    assert outcomes.count("success") == 3 and outcomes.count("refused") == 5
+    assert len(svc.list(carol)) == 3
