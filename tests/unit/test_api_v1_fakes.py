@@ -362,3 +362,32 @@ def test_quota_holds_under_concurrent_creates(svc, node, wait):
         outcomes = list(pool.map(one, range(8)))
     assert outcomes.count("success") == 3 and outcomes.count("refused") == 5
     assert len(svc.list(carol)) == 3
+
+
+def test_migration_0005_upgrades_an_existing_store(tmp_path):
+    """A store at revision 0004 with an instance keeps it, owned by admin, with no tags."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from openvps.store.db import _MIGRATIONS, Store
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(sa.text("INSERT INTO instances (ctid, name, template, state, hostname, init, stop_signal, "
+                             "limits, live, privileged) VALUES (150, 'old', 'minimal', 'stopped', 'old', 'busybox', "
+                             "'SIGTERM', '{\"ram\": 1024}', '{}', 0)"))
+    engine.dispose()
+    store = Store(url)
+    try:
+        row = store.get_instance(150)
+        assert row["owner"] == "admin" and row["tags"] == {} and row["description"] == ""
+        assert store.list_instances_page(owner="admin")[0]["ctid"] == 150
+        assert store.add_event("x.y", "150", {"name": "old"})["id"] == 1
+        assert store.get_operation is not None and store.list_users() == []
+    finally:
+        store.close()

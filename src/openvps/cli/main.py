@@ -14,7 +14,9 @@ from ..domain.limits import LIMITS
 from . import render
 
 app = typer.Typer(help="openvps: system containers (VPSes) on one node, the OpenVZ way. "
-                  "Instances are named by CTID or name everywhere.", no_args_is_help=True,
+                  "Instances are named by CTID or name everywhere. Talks to the daemon over "
+                  "$OPENVPS_HOME/openvps.sock (as admin), or over TCP with OPENVPS_URL + OPENVPS_TOKEN "
+                  "(and OPENVPS_CACERT for https).", no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
 template_app = typer.Typer(help="Build, list and remove OS templates.", no_args_is_help=True)
 app.add_typer(template_app, name="template")
