@@ -78,11 +78,13 @@ def serve(cfg: Config) -> None:
     sock = Path(cfg.socket)
     sock.unlink(missing_ok=True)
     old_umask = os.umask(0o077)     # the socket acts as admin: root only
+    # open event streams and long-polls must not hold a stopping daemon: cut them after 5 s
     servers = [uvicorn.Server(uvicorn.Config(app, uds=str(sock), log_level="warning", access_log=False,
-                                             ws_max_size=1 << 20))]
+                                             ws_max_size=1 << 20, timeout_graceful_shutdown=5))]
     if tcp:
         servers.append(uvicorn.Server(uvicorn.Config(tcp_app(app), host=tcp[0], port=tcp[1], log_level="warning",
-                                                     access_log=False, ws_max_size=1 << 20, **tls)))
+                                                     access_log=False, ws_max_size=1 << 20,
+                                                     timeout_graceful_shutdown=5, **tls)))
     try:
         async def main():
             tasks = [asyncio.create_task(s.serve()) for s in servers]

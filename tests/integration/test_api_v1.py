@@ -120,3 +120,50 @@ def test_listen_rules_and_tls(make_daemon, tmp_path):
     assert c.info()["auth"]["user"] == "carol"
     with pytest.raises(Exception):     # a client that does not trust the certificate refuses it
         Client(url=f"https://127.0.0.1:{port}", token=secret).info()
+
+
+def _read_sse(url: str, token: str, headers: dict, query: str, want: int, timeout: float = 30) -> list[tuple[int, str]]:
+    """Read `want` events from the SSE stream (then hang up)."""
+    import http.client
+    host = url.split("://", 1)[1]
+    conn = http.client.HTTPConnection(host, timeout=timeout)
+    conn.request("GET", "/1.0/events?" + query, headers={"Authorization": f"Bearer {token}", **headers})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
+    got, cur = [], {}
+    while len(got) < want:
+        line = resp.fp.readline().decode().rstrip("\n")
+        if not line:
+            if "id" in cur:
+                got.append((int(cur["id"]), cur["event"]))
+            cur = {}
+            continue
+        k, _, v = line.partition(": ")
+        cur[k] = v
+    conn.close()
+    return got
+
+
+def test_event_stream_resume_and_stop_with_a_stream_open(tcp_daemon):
+    import threading
+    import time
+    d = tcp_daemon
+    alice_token = token_for(d, "alice")
+    alice = Client(url=d.url, token=alice_token)
+    start = alice.events()["last_id"]
+    alice.wait(alice.create(name="ev1", template="minimal", start=True))
+    seen = _read_sse(d.url, alice_token, {"Last-Event-ID": str(start)}, "type=instance.*", want=2)
+    assert [t for _, t in seen] == ["instance.created", "instance.started"]
+    # while nobody listens, more happens; the reconnect with Last-Event-ID gets exactly that
+    alice.wait(alice.action("ev1", "stop", {"force": True}))
+    alice.wait(alice.destroy("ev1"))
+    missed = _read_sse(d.url, alice_token, {"Last-Event-ID": str(seen[-1][0])}, "type=instance.*", want=2)
+    assert [t for _, t in missed] == ["instance.stopped", "instance.destroyed"]
+    assert missed[0][0] > seen[-1][0]
+    # an open stream does not hold a stopping daemon
+    t = threading.Thread(target=lambda: _read_sse(d.url, alice_token, {}, "", want=10**6, timeout=60), daemon=True)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    d.stop()
+    assert time.monotonic() - t0 < 15
