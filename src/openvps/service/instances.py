@@ -70,9 +70,10 @@ class InstanceService:
         return {"items": items, "next_cursor": _encode_cursor(rows[-1]["ctid"]) if more else None}
 
     def _row(self, ident, actor: Actor = ROOT) -> dict:
-        row = self.store.find_instance(parse_ident(ident))
+        key = parse_ident(ident)
+        row = self.store.find_instance(key)
         if row is None or not actor.owns(row):   # another user's instance: 404, never 403 (no existence leak)
-            raise NotFound(f"no instance {ident!r}; `openvps list` shows the instances", instance=str(ident))
+            raise NotFound(f"no instance {key!r}; `openvps list` shows the instances", instance=str(key))
         return row
 
     def _op(self, kind: str, row: dict, args: dict | None = None) -> Operation:
