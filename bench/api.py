@@ -189,6 +189,10 @@ def part_create(count: int, template_dir: str) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # the cgroup dirs runc made for this home in every hierarchy (as the tests do)
+        from openvps.config import Config, own_memory_cgroup
+        from openvps.drivers.cgroup import Cgroups
+        Cgroups(Config(home=str(home)).finish().cgroup_parent).prune(ancestors=own_memory_cgroup())
         shutil.rmtree(home, ignore_errors=True)
 
 
