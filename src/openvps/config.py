@@ -20,7 +20,9 @@ class Config:
     database_url: str = ""          # default: sqlite:///<home>/openvps.db
     template_dir: str = ""          # default: <home>/templates; may be shared between homes
     socket: str = ""                # default: <home>/openvps.sock (root-only)
-    listen: str = ""                # optional TCP "host:port"
+    listen: str = ""                # optional TCP "host:port" (needs a token per request)
+    tls_cert: str = ""              # PEM certificate for TCP (required to listen beyond loopback)
+    tls_key: str = ""               # its PEM private key
     runtime: str = "runc"           # runtime driver name
     storage: str = "overlay"        # storage driver name
     runc_binary: str = "runc"

@@ -29,23 +29,40 @@ def _setup_logging(cfg: Config) -> None:
         root.addHandler(h)
 
 
-def _tcp(listen: str) -> tuple[str, int]:
+def _tcp(listen: str, tls: bool = False) -> tuple[str, int]:
+    """TCP always needs a bearer token; beyond loopback it also needs TLS (tls_cert + tls_key),
+    or tokens would cross the network in clear text."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise InvalidArgument(f"listen={listen}: only loopback addresses for now — the API has no "
-                                  "authentication over TCP yet (tokens come with the REST API issue)")
-        return host, int(port)
+        addr = ipaddress.ip_address(host)
+        p = int(port)
     except ValueError:
-        raise InvalidArgument(f"listen={listen!r}: write it as 127.0.0.1:8443") from None
+        raise InvalidArgument(f"listen={listen!r}: write it as 127.0.0.1:8443 (or 0.0.0.0:8443 with TLS)") from None
+    if not addr.is_loopback and not tls:
+        raise InvalidArgument(f"listen={listen}: a non-loopback address needs TLS — set tls_cert and tls_key "
+                              "(config.toml or OPENVPS_TLS_CERT/OPENVPS_TLS_KEY), or listen on 127.0.0.1")
+    if not 0 < p < 65536:
+        raise InvalidArgument(f"listen={listen}: port from 1 to 65535")
+    return host, p
+
+
+def _tls(cfg: Config) -> dict:
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise InvalidArgument("TLS needs both tls_cert and tls_key")
+    for f in (cfg.tls_cert, cfg.tls_key):
+        if f and not Path(f).is_file():
+            raise InvalidArgument(f"TLS file {f} does not exist")
+    return {"ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key} if cfg.tls_cert else {}
 
 
 def serve(cfg: Config) -> None:
     from .api.app import create_app
+    from .api.auth import tcp_app
     from .service.node import Node
 
-    tcp = _tcp(cfg.listen) if cfg.listen else None
+    tls = _tls(cfg)
+    tcp = _tcp(cfg.listen, tls=bool(tls)) if cfg.listen else None
     cfg.home_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = open(cfg.home_path / "daemon.lock", "w")
     try:
@@ -61,17 +78,20 @@ def serve(cfg: Config) -> None:
     sock = Path(cfg.socket)
     sock.unlink(missing_ok=True)
     old_umask = os.umask(0o077)     # the socket acts as admin: root only
+    # open event streams and long-polls must not hold a stopping daemon: cut them after 5 s
     servers = [uvicorn.Server(uvicorn.Config(app, uds=str(sock), log_level="warning", access_log=False,
-                                             ws_max_size=1 << 20))]
+                                             ws_max_size=1 << 20, timeout_graceful_shutdown=5))]
     if tcp:
-        servers.append(uvicorn.Server(uvicorn.Config(app, host=tcp[0], port=tcp[1], log_level="warning",
-                                                     access_log=False)))
+        servers.append(uvicorn.Server(uvicorn.Config(tcp_app(app), host=tcp[0], port=tcp[1], log_level="warning",
+                                                     access_log=False, ws_max_size=1 << 20,
+                                                     timeout_graceful_shutdown=5, **tls)))
     try:
         async def main():
             tasks = [asyncio.create_task(s.serve()) for s in servers]
             await asyncio.sleep(0)
             os.umask(old_umask)
-            log.info("serving on %s%s", sock, f" and http://{tcp[0]}:{tcp[1]}" if tcp else "")
+            scheme = "https" if tls else "http"
+            log.info("serving on %s%s", sock, f" and {scheme}://{tcp[0]}:{tcp[1]} (bearer tokens)" if tcp else "")
             await asyncio.gather(*tasks)
 
         for s in servers[1:]:

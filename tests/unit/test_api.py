@@ -57,7 +57,7 @@ def test_create_202_location_and_wait(client):
 
 def test_instance_queries(client):
     create(client, "web1", ctid=150)
-    listed = client.get("/1.0/instances").json()
+    listed = client.get("/1.0/instances").json()["items"]
     assert [(i["ctid"], i["name"], i["state"]) for i in listed] == [(150, "web1", "stopped")]
     by_name, by_ctid = client.get("/1.0/instances/web1").json(), client.get("/1.0/instances/150").json()
     assert by_name == by_ctid and by_name["console_log"].endswith("150.console.log")
@@ -73,7 +73,7 @@ def test_lifecycle_over_http(client, runtime):
     assert stopped["result"]["instance"]["state"] == "stopped" and runtime.kills[-1] == ("100", "SIGKILL")
     finish(client, client.post("/1.0/instances/web1/start"))
     finish(client, client.delete("/1.0/instances/web1", params={"force": "true"}))
-    assert client.get("/1.0/instances").json() == []
+    assert client.get("/1.0/instances").json()["items"] == []
 
 
 def test_set_over_http(client, runtime):
@@ -104,7 +104,7 @@ def test_failed_operation_carries_the_error(client, runtime):
 def test_bad_bodies_are_400(client, body, where):
     err = assert_error(client.post("/1.0/instances", json=body), 400, "invalid_argument")
     assert where in err["message"] and err["details"]["errors"]
-    assert client.get("/1.0/instances").json() == []
+    assert client.get("/1.0/instances").json()["items"] == []
 
 
 @pytest.mark.parametrize("limits,text", [
@@ -116,7 +116,7 @@ def test_bad_sizes_and_limits_are_400(client, limits, text):
     err = assert_error(client.post("/1.0/instances", json={"name": "web1", "template": "minimal",
                                                            "limits": limits}), 400, "invalid_argument")
     assert text in err["message"]
-    assert client.get("/1.0/instances").json() == []
+    assert client.get("/1.0/instances").json()["items"] == []
 
 
 def test_other_400s(client):
@@ -173,7 +173,7 @@ def test_409(client):
                  409, "conflict")
     err = assert_error(client.delete("/1.0/templates/minimal"), 409, "conflict")
     assert err["details"] == {"in_use_by": ["web1"]}
-    assert len(client.get("/1.0/instances").json()) == 1
+    assert len(client.get("/1.0/instances").json()["items"]) == 1
 
 
 # ------------------------------------------------------------------ reference documents

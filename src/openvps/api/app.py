@@ -1,47 +1,42 @@
 """The REST API (FastAPI). Faces only: parse, call the service, render. Long work answers
-202 with the operation and a Location header; GET /1.0/operations/{id}/wait follows it."""
+202 with the operation and a Location header; GET /1.0/operations/{id}/wait follows it.
+Routers: routes_instances (instances), routes_users (users, tokens), routes_events (events, metrics);
+here: server, node, limits, templates, operations, and the app with its request metrics."""
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Optional
 
-from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
 from ..domain import limits as L
 from ..service.instances import InstanceService
+from ..service.metrics import RequestStats
 from ..service.node import Node
+from ..service.operations import OperationService, op_etag, op_view
 from ..service.templates import TemplateService
-from ..service.views import iso
-from . import errors, exec_ws
-from .schemas import BuildTemplate, CreateInstance, RestartInstance, SetInstance, StopInstance
+from ..service.users import Actor, UserService, etag
+from . import errors, exec_ws, routes_events, routes_instances, routes_users
+from .auth import admin_actor, current_actor
+from .common import accepted, limits_of  # noqa: F401  (kept importable from here)
+from .schemas import BuildTemplate
 
-api = APIRouter(prefix="/1.0")
-
-
-def op_view(row: dict) -> dict:
-    return {
-        "id": row["id"], "kind": row["kind"], "status": row["status"], "target": row["target"],
-        "progress": row["progress"], "message": row["message"], "result": row["result"], "error": row["error"],
-        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
-    }
+api = APIRouter(prefix="/1.0", dependencies=[Depends(current_actor)])
 
 
-def accepted(row: dict) -> JSONResponse:
-    return JSONResponse(op_view(row), status_code=202, headers={"Location": f"/1.0/operations/{row['id']}"})
+def _tagged(view: dict, tag: str, if_none_match: str | None) -> Response:
+    if if_none_match and tag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": tag})
+    return JSONResponse(view, headers={"ETag": tag})
 
 
-def _svc(req: Request) -> InstanceService:
-    return req.app.state.instances
-
-
-def _limits(model) -> dict:
-    return {k: v for k, v in model.model_dump().items() if v is not None}
-
-
-@api.get("", summary="Server information")
-def server(req: Request):
-    return {"api_version": "1.0", "version": __version__, "node": req.app.state.node.info()}
+@api.get("", summary="Server information, and who you are")
+def server(req: Request, actor: Actor = Depends(current_actor)):
+    return {"api_version": "1.0", "version": __version__, "node": req.app.state.node.info(),
+            "auth": {"user": actor.name, "admin": actor.admin}}
 
 
 @api.get("/node", summary="The node: capacity, drivers, orphans found at start-up")
@@ -54,66 +49,9 @@ def limits_table():
     return L.schema()
 
 
-@api.get("/instances", summary="List instances")
-def list_instances(req: Request):
-    return _svc(req).list()
-
-
-@api.post("/instances", status_code=202, summary="Create an instance (202 + operation)")
-def create_instance(req: Request, body: CreateInstance):
-    return accepted(_svc(req).create(name=body.name, template=body.template, ctid=body.ctid, hostname=body.hostname,
-                                     limits=_limits(body.limits), ssh_keys=body.ssh_keys,
-                                     root_password=body.root_password, start=body.start, nets=body.nets,
-                                     ipadd=body.ipadd, nameservers=body.nameservers, searchdomain=body.searchdomain,
-                                     privileged=body.privileged))
-
-
-@api.get("/instances/{ident}", summary="Show one instance (by CTID or name)")
-def get_instance(req: Request, ident: str):
-    return _svc(req).get(ident)
-
-
-@api.patch("/instances/{ident}", status_code=202, summary="Change limits or hostname live, and with save persist them")
-def set_instance(req: Request, ident: str, body: SetInstance):
-    return accepted(_svc(req).set(ident, limits=_limits(body.limits), hostname=body.hostname, save=body.save,
-                                  ipadd=body.ipadd, ipdel=body.ipdel, nameservers=body.nameservers,
-                                  searchdomain=body.searchdomain))
-
-
-@api.delete("/instances/{ident}", status_code=202, summary="Destroy an instance (refused while running unless force)")
-def destroy_instance(req: Request, ident: str, force: bool = False):
-    return accepted(_svc(req).destroy(ident, force=force))
-
-
-@api.post("/instances/{ident}/start", status_code=202, summary="Start")
-def start(req: Request, ident: str):
-    return accepted(_svc(req).start(ident))
-
-
-@api.post("/instances/{ident}/stop", status_code=202, summary="Stop: the init's stop signal, then a kill after timeout")
-def stop(req: Request, ident: str, body: StopInstance | None = None):
-    body = body or StopInstance()
-    return accepted(_svc(req).stop(ident, timeout=body.timeout, force=body.force))
-
-
-@api.post("/instances/{ident}/restart", status_code=202, summary="Restart")
-def restart(req: Request, ident: str, body: RestartInstance | None = None):
-    return accepted(_svc(req).restart(ident, timeout=(body or RestartInstance()).timeout))
-
-
-@api.post("/instances/{ident}/suspend", status_code=202, summary="Suspend (freeze every process)")
-def suspend(req: Request, ident: str):
-    return accepted(_svc(req).suspend(ident))
-
-
-@api.post("/instances/{ident}/resume", status_code=202, summary="Resume a suspended instance")
-def resume(req: Request, ident: str):
-    return accepted(_svc(req).resume(ident))
-
-
-@api.get("/templates", summary="List built templates (with the instances using each)")
-def list_templates(req: Request):
-    return req.app.state.templates.list()
+@api.get("/templates", summary="List built templates (with the instances using each: yours, or all for admins)")
+def list_templates(req: Request, actor: Actor = Depends(current_actor)):
+    return req.app.state.templates.list(actor.scope)
 
 
 @api.get("/templates/builders", summary="Template names that can be built")
@@ -121,46 +59,93 @@ def builders(req: Request):
     return req.app.state.templates.builders()
 
 
-@api.post("/templates", status_code=202, summary="Build a template (202 + operation with progress)")
-def build_template(req: Request, body: BuildTemplate):
+@api.post("/templates", status_code=202, summary="Build a template (admins only; 202 + operation with progress)")
+def build_template(req: Request, body: BuildTemplate, _a: Actor = Depends(admin_actor)):
     return accepted(req.app.state.templates.build(body.name, force=body.force))
 
 
-@api.get("/templates/{name}", summary="Show one template")
-def get_template(req: Request, name: str):
-    return req.app.state.templates.get(name)
+@api.get("/templates/{name}", summary="Show one template, with its ETag")
+def get_template(req: Request, name: str, actor: Actor = Depends(current_actor),
+                 if_none_match: Optional[str] = Header(None)):
+    view = req.app.state.templates.get(name, actor.scope)
+    return _tagged(view, etag("template", *sorted((k, str(v)) for k, v in view.items())), if_none_match)
 
 
-@api.delete("/templates/{name}", status_code=202, summary="Remove a template (refused while instances use it)")
-def remove_template(req: Request, name: str):
+@api.delete("/templates/{name}", status_code=202, summary="Remove a template (admins only; refused while in use)")
+def remove_template(req: Request, name: str, _a: Actor = Depends(admin_actor)):
     return accepted(req.app.state.templates.remove(name))
 
 
-@api.get("/operations", summary="Recent operations")
-def list_operations(req: Request, status: str | None = None, limit: int = Query(100, ge=1, le=1000)):
-    return [op_view(r) for r in req.app.state.node.store.list_operations(status=status, limit=limit)]
+@api.get("/operations", summary="Recent operations (yours; all of them for admins)")
+def list_operations(req: Request, actor: Actor = Depends(current_actor),
+                    status: Optional[str] = Query(None, max_length=16),
+                    limit: int = Query(100, ge=1, le=1000)):
+    return [op_view(r) for r in req.app.state.operations.list(actor, status=status, limit=limit)]
 
 
-@api.get("/operations/{op_id}", summary="One operation")
-def get_operation(req: Request, op_id: str):
-    return op_view(req.app.state.node.store.get_operation(op_id))
+@api.get("/operations/{op_id}", summary="One operation, with its ETag")
+def get_operation(req: Request, op_id: str, actor: Actor = Depends(current_actor),
+                  if_none_match: Optional[str] = Header(None)):
+    row = req.app.state.operations.row(op_id, actor)
+    return _tagged(op_view(row), op_etag(row), if_none_match)
+
+
+@api.delete("/operations/{op_id}", summary="Cancel a pending operation (may_cancel); 409 once it runs")
+def cancel_operation(req: Request, op_id: str, actor: Actor = Depends(current_actor)):
+    return op_view(req.app.state.operations.cancel(op_id, actor))
 
 
 @api.get("/operations/{op_id}/wait", summary="Long-poll until the operation ends or timeout seconds pass")
-async def wait_operation(req: Request, op_id: str, timeout: float = Query(30, ge=0, le=3600)):
-    row = await asyncio.to_thread(req.app.state.node.runner.wait, op_id, timeout)
+async def wait_operation(req: Request, op_id: str, actor: Actor = Depends(current_actor),
+                         timeout: float = Query(30, ge=0, le=3600)):
+    row = await asyncio.to_thread(req.app.state.operations.wait, op_id, timeout, actor)
     return op_view(row)
+
+
+def _request_metrics(app: FastAPI, stats: RequestStats):
+    """A small ASGI middleware: count requests and time them, by method and route template."""
+    inner = app.build_middleware_stack
+
+    def build():
+        wrapped = inner()
+
+        async def mw(scope, receive, send):
+            if scope["type"] != "http":
+                return await wrapped(scope, receive, send)
+            t0, status = time.perf_counter(), [500]
+
+            async def send_(msg):
+                if msg["type"] == "http.response.start":
+                    status[0] = msg["status"]
+                await send(msg)
+            try:
+                await wrapped(scope, receive, send_)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                stats.observe(scope.get("method", "?"), route, status[0], time.perf_counter() - t0)
+        return mw
+    app.build_middleware_stack = build
 
 
 def create_app(node: Node) -> FastAPI:
     app = FastAPI(title="openvps", version=__version__,
-                  description="Self-hosted VPS cloud: system containers on runc, limited the OpenVZ way.")
+                  description="Self-hosted VPS cloud: system containers on runc, limited the OpenVZ way. "
+                              "Over the Unix socket you act as the built-in admin; over TCP send "
+                              "`Authorization: Bearer <token>`.")
     app.state.node = node
     app.state.instances = InstanceService(node)
     app.state.templates = TemplateService(node)
+    app.state.users = UserService(node)
+    app.state.operations = OperationService(node)
+    app.state.request_stats = RequestStats()
     errors.install(app)
     app.include_router(api)
+    app.include_router(routes_instances.router)
+    app.include_router(routes_users.router)
+    app.include_router(routes_events.router)
     app.include_router(exec_ws.router)
     from . import routes_network
-    app.include_router(routes_network.router)
+    # the node's networks, forwards, public addresses and firewall are the operator's: admin only (for now)
+    app.include_router(routes_network.router, dependencies=[Depends(admin_actor)])
+    _request_metrics(app, app.state.request_stats)
     return app

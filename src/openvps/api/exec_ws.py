@@ -20,6 +20,7 @@ import tty as tty_mod
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ..domain.errors import InvalidArgument, OpenVPSError
+from .auth import actor_for
 
 router = APIRouter()
 
@@ -44,8 +45,9 @@ async def exec_session(ws: WebSocket, ident: str):
         argv = req.get("argv") or (ENTER_ARGV if req.get("tty") else [])
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise InvalidArgument("argv must be a list of strings")
+        actor = actor_for(ws.scope, ws.headers, ws.app.state.users)
         await _run(ws, ident, argv, bool(req.get("tty")), dict(req.get("env") or {}),
-                   int(req.get("rows") or 24), int(req.get("cols") or 80))
+                   int(req.get("rows") or 24), int(req.get("cols") or 80), actor)
     except OpenVPSError as e:
         await _send_json(ws, {"type": "error", **e.to_dict()})
     except (WebSocketDisconnect, json.JSONDecodeError):
@@ -59,7 +61,8 @@ async def _send_json(ws: WebSocket, msg: dict) -> None:
         await ws.send_text(json.dumps(msg))
 
 
-async def _run(ws: WebSocket, ident: str, argv: list[str], tty: bool, env: dict, rows: int, cols: int) -> None:
+async def _run(ws: WebSocket, ident: str, argv: list[str], tty: bool, env: dict, rows: int, cols: int,
+               actor) -> None:
     svc = ws.app.state.instances
     loop = asyncio.get_running_loop()
     if tty:
@@ -68,14 +71,14 @@ async def _run(ws: WebSocket, ident: str, argv: list[str], tty: bool, env: dict,
         tty_mod.setraw(slave)
         _set_winsize(master, rows, cols)
         try:
-            proc = svc.exec_process(ident, argv, tty=True, env=env, stdin=slave, stdout=slave, stderr=slave,
+            proc = svc.exec_process(ident, argv, tty=True, env=env, actor=actor, stdin=slave, stdout=slave, stderr=slave,
                                     preexec_fn=_controlling_tty)
         finally:
             os.close(slave)
         outputs = {master: 1}
         stdin_fd = master
     else:
-        proc = svc.exec_process(ident, argv, tty=False, env=env, stdin=subprocess.PIPE,
+        proc = svc.exec_process(ident, argv, tty=False, env=env, actor=actor, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         outputs = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
         stdin_fd = proc.stdin.fileno()

@@ -43,6 +43,8 @@ class CreateInstance(BaseModel):
                              examples=[["10.88.0.50"]])
     nameservers: list[str] = Field(default_factory=list, description="written to /etc/resolv.conf")
     searchdomain: Optional[str] = Field(None, description="written to /etc/resolv.conf")
+    tags: dict[str, str] = Field(default_factory=dict, description="key -> value labels, e.g. {\"env\": \"prod\"}")
+    description: str = Field("", max_length=1024, description="free text")
 
 
 class SetInstance(BaseModel):
@@ -54,20 +56,54 @@ class SetInstance(BaseModel):
     ipdel: list[str] = Field(default_factory=list, description="remove addresses")
     nameservers: Optional[list[str]] = Field(None, description="replace the nameservers in /etc/resolv.conf")
     searchdomain: Optional[str] = Field(None, description="replace the search domain ('' removes it)")
+    tags: Optional[dict[str, str]] = Field(None, description="tags to add or change (merged with the existing ones)")
+    untag: list[str] = Field(default_factory=list, description="tag keys to remove")
+    description: Optional[str] = Field(None, max_length=1024, description="new description")
 
 
 class StopInstance(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    timeout: Optional[int] = Field(None, ge=0, description="seconds of graceful stop before the kill (default 60)")
+    timeout: Optional[int] = Field(None, ge=0, le=86400, description="seconds of graceful stop before the kill (default 60)")
     force: bool = Field(False, description="kill at once")
 
 
 class RestartInstance(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    timeout: Optional[int] = Field(None, ge=0)
+    timeout: Optional[int] = Field(None, ge=0, le=86400)
 
 
 class BuildTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="builder name: minimal, debian-12, ...", examples=["minimal"])
     force: bool = Field(False, description="rebuild even if built")
+
+
+BIG = 1 << 62
+
+
+class Quotas(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_instances: Optional[int] = Field(None, ge=0, le=BIG, description="instances the user may own (null: no limit)")
+    max_ram: Optional[Union[int, str]] = Field(None, description="total saved RAM of the user's instances, e.g. 8G "
+                                               "(null: no limit)", examples=["8G"])
+    max_public_ips: Optional[int] = Field(None, ge=0, le=BIG, description="public addresses the user may hold "
+                                          "(null: no limit; enforced by the networking layer)")
+
+
+class CreateUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="a DNS label, e.g. alice", examples=["alice"])
+    admin: bool = Field(False, description="admins see and change everything")
+    quotas: Quotas = Field(default_factory=Quotas)
+
+
+class UpdateUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    admin: Optional[bool] = None
+    quotas: Quotas = Field(default_factory=Quotas, description="only the quotas given change; null removes a limit")
+
+
+class CreateToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: Optional[str] = Field(None, description="whose token (admins only; default: yourself)")
+    description: str = Field("", max_length=200, description="what it is for, e.g. ci")

@@ -14,10 +14,16 @@ from ..domain.limits import LIMITS
 from . import render
 
 app = typer.Typer(help="openvps: system containers (VPSes) on one node, the OpenVZ way. "
-                  "Instances are named by CTID or name everywhere.", no_args_is_help=True,
+                  "Instances are named by CTID or name everywhere. Talks to the daemon over "
+                  "$OPENVPS_HOME/openvps.sock (as admin), or over TCP with OPENVPS_URL + OPENVPS_TOKEN "
+                  "(and OPENVPS_CACERT for https).", no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
 template_app = typer.Typer(help="Build, list and remove OS templates.", no_args_is_help=True)
 app.add_typer(template_app, name="template")
+user_app = typer.Typer(help="Users and their quotas (admins only).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+token_app = typer.Typer(help="API tokens for TCP access (OPENVPS_URL + OPENVPS_TOKEN).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 JSON = typer.Option(False, "--json", help="print JSON")
 
@@ -73,7 +79,8 @@ def follow(op: dict, title: str, quiet: bool = False) -> dict:
 
 # ------------------------------------------------------------------ daemon
 @app.command()
-def serve(listen: Optional[str] = typer.Option(None, help="also listen on loopback TCP, e.g. 127.0.0.1:8443")):
+def serve(listen: Optional[str] = typer.Option(None, help="also listen on TCP, e.g. 127.0.0.1:8443; every request "
+                                               "needs a bearer token; beyond loopback only with tls_cert/tls_key")):
     """Run the daemon (the single writer) on OPENVPS_HOME's socket. Instances keep running when it stops."""
     from ..config import load
     from ..daemon import serve as run_daemon
@@ -107,6 +114,8 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
                                                 rich_help_panel="Network"),
            searchdomain: Optional[str] = typer.Option(None, "--searchdomain", help="for /etc/resolv.conf",
                                                       rich_help_panel="Network"),
+           tag: List[str] = typer.Option([], "--tag", help="key=value label (repeatable)"),
+           description: str = typer.Option("", "--description", help="free text"),
            json_out: bool = JSON, limits: dict = None):
     """Create an instance as a copy-on-write clone of a template."""
     keys = []
@@ -123,13 +132,24 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
     netargs = {k: v for k, v in {"nets": list(net), "ipadd": list(ipadd), "nameservers": list(nameserver),
                                  "searchdomain": searchdomain}.items() if v}
     op = client().create(name=name, template=template, ctid=ctid, hostname=hostname, limits=limits,
-                         ssh_keys=keys, root_password=password, start=start, privileged=privileged, **netargs)
+                         ssh_keys=keys, root_password=password, start=start, privileged=privileged, **netargs,
+                         **({"tags": _tags(tag)} if tag else {}), **({"description": description} if description else {}))
     done = follow(op, f"creating {name}", quiet=json_out)
     inst = done["result"]["instance"]
     if json_out:
         return render.print_json(inst)
     verb = "created and started" if inst["state"] == "running" else "created"
     print(f"instance {inst['name']} (CTID {inst['ctid']}) {verb}")
+
+
+def _tags(items: List[str]) -> dict:
+    out = {}
+    for t in items:
+        k, sep, v = t.partition("=")
+        if not sep or not k:
+            fail(f"--tag {t!r}: write it as key=value")
+        out[k] = v
+    return out
 
 
 def _lifecycle(action: str, ident: str, body: dict | None, json_out: bool, past: str) -> None:
@@ -207,9 +227,16 @@ def status(ident: str = typer.Argument(..., help="CTID or name"), json_out: bool
 def list_(output: str = typer.Option(render.DEFAULT_COLUMNS, "-o", "--output",
                                      help=f"columns, from: {', '.join(render.COLUMNS)}"),
           sort: Optional[str] = typer.Option(None, "-s", "--sort", help="sort by a column; -col for descending"),
+          state: Optional[str] = typer.Option(None, "--state", help="only this state, e.g. running"),
+          template: Optional[str] = typer.Option(None, "--template", help="only this template"),
+          name_prefix: Optional[str] = typer.Option(None, "--name-prefix", help="names starting with this"),
+          owner: Optional[str] = typer.Option(None, "--owner", help="only this owner (admins)"),
+          tag: List[str] = typer.Option([], "--tag", help="key=value (repeatable: all must match)"),
           json_out: bool = JSON):
-    """List instances (like vzlist)."""
-    items = client().instances()
+    """List instances (like vzlist); filters run on the daemon, pages are walked for you."""
+    filters = {k: v for k, v in {"state": state, "template": template, "name_prefix": name_prefix, "owner": owner,
+                                 "tag": list(tag)}.items() if v}
+    items = client().instances(**filters)
     if json_out:
         return render.print_json(items)
     render.instances_table(items, output, sort)
@@ -228,19 +255,26 @@ def set(ident: str = typer.Argument(..., help="CTID or name"),
                                              rich_help_panel="Network"),
         searchdomain: Optional[str] = typer.Option(None, "--searchdomain", help="replace the search domain",
                                                    rich_help_panel="Network"),
+        tag: List[str] = typer.Option([], "--tag", help="add or change a key=value tag (repeatable; always saved)"),
+        untag: List[str] = typer.Option([], "--untag", help="remove a tag by key (repeatable)"),
+        description: Optional[str] = typer.Option(None, "--description", help="new description (always saved)"),
         json_out: bool = JSON, limits: dict = None):
     """Change limits live (running instances) and with --save in the saved config, like vzctl set.
-    Addresses and DNS (--ipadd/--ipdel/--nameserver/--searchdomain) are always saved and applied live."""
+    Addresses and DNS (--ipadd/--ipdel/--nameserver/--searchdomain), tags and the description are
+    always saved (and addresses applied live)."""
     body = {"limits": limits, "hostname": hostname, "save": save}
     if ipadd or ipdel or nameserver or searchdomain is not None:
         body.update(ipadd=list(ipadd), ipdel=list(ipdel), nameservers=list(nameserver) or None,
                     searchdomain=searchdomain)
+    body.update({k: v for k, v in {"tags": _tags(tag) if tag else None, "untag": list(untag),
+                                   "description": description}.items() if v or (k == "description" and v is not None)})
     done = follow(client().set(ident, **body), f"set {ident}", quiet=True)
     inst = done["result"]["instance"]
     if json_out:
         return render.print_json(inst)
-    if not (limits or hostname):
-        return print(f"instance {inst['name']} updated: {', '.join(inst.get('ip') or []) or 'no addresses'}")
+    if not limits and hostname is None:
+        return print(f"instance {inst['name']} updated" + (f": {', '.join(inst.get('ip') or [])}"
+                                                           if ipadd or ipdel else ""))
     print(f"instance {inst['name']} updated" + (" and saved" if save else " (live only; add --save to keep)"))
 
 
@@ -333,6 +367,109 @@ def template_remove(name: str = typer.Argument(...), json_out: bool = JSON):
 # ------------------------------------------------------------------ networking (cli/network.py)
 from . import network as _network  # noqa: E402
 _network.register(app)
+
+
+# ------------------------------------------------------------------ users and tokens
+def _quota_row(u: dict) -> list[str]:
+    from ..domain.sizes import format_size
+    q = u["quotas"]
+    return [u["name"], "yes" if u["admin"] else "no", "-" if q["max_instances"] is None else str(q["max_instances"]),
+            "-" if q["max_ram"] is None else format_size(q["max_ram"]),
+            "-" if q["max_public_ips"] is None else str(q["max_public_ips"])]
+
+
+@user_app.command("create")
+@handled
+def user_create(name: str = typer.Argument(..., help="a DNS label, e.g. alice"),
+                admin: bool = typer.Option(False, "--admin", help="may see and change everything"),
+                max_instances: Optional[int] = typer.Option(None, help="quota: instances"),
+                max_ram: Optional[str] = typer.Option(None, help="quota: total RAM, e.g. 8G"),
+                max_public_ips: Optional[int] = typer.Option(None, help="quota: public addresses"),
+                json_out: bool = JSON):
+    """Create a user (then `openvps token create NAME` for its API token)."""
+    quotas = {k: v for k, v in {"max_instances": max_instances, "max_ram": max_ram,
+                                "max_public_ips": max_public_ips}.items() if v is not None}
+    u = client().create_user(name, admin=admin, quotas=quotas)
+    if json_out:
+        return render.print_json(u)
+    print(f"user {u['name']} created")
+
+
+@user_app.command("list")
+@handled
+def user_list(json_out: bool = JSON):
+    """List users and their quotas ('-' = no limit)."""
+    users = client().users()
+    if json_out:
+        return render.print_json(users)
+    render.table(["NAME", "ADMIN", "MAX INSTANCES", "MAX RAM", "MAX PUBLIC IPS"], [_quota_row(u) for u in users])
+
+
+@user_app.command("set")
+@handled
+def user_set(name: str = typer.Argument(...),
+             max_instances: Optional[int] = typer.Option(None, help="quota: instances (-1: no limit)"),
+             max_ram: Optional[str] = typer.Option(None, help="quota: total RAM, e.g. 8G ('none': no limit)"),
+             max_public_ips: Optional[int] = typer.Option(None, help="quota: public addresses (-1: no limit)"),
+             json_out: bool = JSON):
+    """Change a user's quotas."""
+    q: dict = {}
+    if max_instances is not None:
+        q["max_instances"] = None if max_instances < 0 else max_instances
+    if max_ram is not None:
+        q["max_ram"] = None if max_ram.lower() == "none" else max_ram
+    if max_public_ips is not None:
+        q["max_public_ips"] = None if max_public_ips < 0 else max_public_ips
+    u = client().update_user(name, quotas=q)
+    if json_out:
+        return render.print_json(u)
+    print(f"user {u['name']} updated")
+
+
+@user_app.command("delete")
+@handled
+def user_delete(name: str = typer.Argument(...), json_out: bool = JSON):
+    """Delete a user and its tokens (refused while it owns instances)."""
+    client().delete_user(name)
+    if json_out:
+        return render.print_json({"deleted": name})
+    print(f"user {name} deleted")
+
+
+@token_app.command("create")
+@handled
+def token_create(user: Optional[str] = typer.Argument(None, help="whose token (default: yourself)"),
+                 description: str = typer.Option("", "--description", help="what it is for"),
+                 json_out: bool = JSON):
+    """Create an API token. The secret is printed ONCE: only its hash is stored."""
+    t = client().create_token(user, description)
+    if json_out:
+        return render.print_json(t)
+    sys.stderr.write(f"token {t['id']} for {t['user']} (shown once; use it as OPENVPS_TOKEN):\n")
+    print(t["token"])
+
+
+@token_app.command("list")
+@handled
+def token_list(user: Optional[str] = typer.Option(None, "--user", help="only this user's"), json_out: bool = JSON):
+    """List tokens (id, user, visible prefix; never the secret)."""
+    items = client().tokens(user)
+    if json_out:
+        return render.print_json(items)
+    render.table(["ID", "USER", "PREFIX", "DESCRIPTION", "CREATED"],
+                 [[t["id"], t["user"], t["prefix"] + "…", t["description"] or "-", (t["created_at"] or "-")[:19]]
+                  for t in items])
+
+
+@token_app.command("revoke")
+@handled
+def token_revoke(token_id: str = typer.Argument(..., help="token id from `openvps token list`"),
+                 json_out: bool = JSON):
+    """Revoke a token: requests with it fail with 401 from now on."""
+    client().revoke_token(token_id)
+    if json_out:
+        return render.print_json({"revoked": token_id})
+    print(f"token {token_id} revoked")
 
 
 def run() -> None:

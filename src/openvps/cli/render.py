@@ -22,6 +22,9 @@ COLUMNS = {
     "init": ("INIT", lambda i: i["init"]),
     "created": ("CREATED", lambda i: (i.get("created_at") or "-")[:19]),
     "started": ("STARTED", lambda i: (i.get("started_at") or "-")[:19]),
+    "owner": ("OWNER", lambda i: i.get("owner") or "-"),
+    "tags": ("TAGS", lambda i: ",".join(f"{k}={v}" for k, v in sorted((i.get("tags") or {}).items())) or "-"),
+    "description": ("DESCRIPTION", lambda i: i.get("description") or "-"),
 }
 DEFAULT_COLUMNS = "ctid,name,state,template,ram,swap,ip"
 SORT_KEYS = {"ctid": lambda i: i["ctid"], "ram": lambda i: i["limits"]["ram"], "swap": lambda i: i["limits"]["swap"],
@@ -61,7 +64,9 @@ def instances_table(items: list[dict], columns: str, sort: str | None) -> None:
 
 def instance_detail(i: dict) -> None:
     rows = [["ctid", str(i["ctid"])], ["name", i["name"]], ["state", i["state"]], ["template", i["template"]],
-            ["hostname", i["hostname"]], ["init", i["init"]]]
+            ["hostname", i["hostname"]], ["init", i["init"]], ["owner", i.get("owner") or "-"],
+            ["description", i.get("description") or "-"],
+            ["tags", ", ".join(f"{k}={v}" for k, v in sorted((i.get("tags") or {}).items())) or "-"]]
     rows += [[k, v] for k, v in i["limits_display"].items()]
     live = i.get("live") or {}
     changed = {k: v for k, v in live.items() if k in i["limits"] and v != i["limits"][k]}

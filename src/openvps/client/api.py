@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import time
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
@@ -37,8 +38,14 @@ def default_socket() -> str:
 
 
 class Client:
-    def __init__(self, socket_path: str | None = None, url: str | None = None, timeout: float = 3700):
-        self.url = url or os.environ.get("OPENVPS_URL") or None
+    def __init__(self, socket_path: str | None = None, url: str | None = None, timeout: float = 3700,
+                 token: str | None = None, cafile: str | None = None):
+        """Over the Unix socket by default (acting as admin); with `url` (or OPENVPS_URL), over TCP with
+        `token` (or OPENVPS_TOKEN) as `Authorization: Bearer`. https:// URLs verify the server against
+        `cafile` (or OPENVPS_CACERT) or the system's CAs."""
+        self.url = url or (None if socket_path else os.environ.get("OPENVPS_URL")) or None
+        self.token = token or (os.environ.get("OPENVPS_TOKEN") if self.url else None) or None
+        self.cafile = cafile or os.environ.get("OPENVPS_CACERT") or None
         self.socket_path = socket_path or default_socket()
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
@@ -47,8 +54,13 @@ class Client:
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self.url:
-                host = self.url.split("://", 1)[-1].rstrip("/")
-                self._conn = http.client.HTTPConnection(host, timeout=self.timeout)
+                scheme, _, rest = self.url.partition("://")
+                host = (rest or scheme).rstrip("/")
+                if scheme == "https":
+                    ctx = ssl.create_default_context(cafile=self.cafile)
+                    self._conn = http.client.HTTPSConnection(host, timeout=self.timeout, context=ctx)
+                else:
+                    self._conn = http.client.HTTPConnection(host, timeout=self.timeout)
             else:
                 self._conn = _UnixConnection(self.socket_path, self.timeout)
         return self._conn
@@ -56,11 +68,16 @@ class Client:
     def where(self) -> str:
         return self.url or self.socket_path
 
-    def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+    def auth_headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def request(self, method: str, path: str, body: Any = None, query: dict | None = None,
+                headers: dict | None = None, with_headers: bool = False) -> Any:
         if query:
-            path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+            path += "?" + urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = {**({"Content-Type": "application/json"} if data is not None else {}), **self.auth_headers(),
+                   **(headers or {})}
         for attempt in (1, 2):
             conn = self._connection()
             try:
@@ -79,6 +96,8 @@ class Client:
         if resp.status >= 400:
             err = (payload or {}).get("error") if isinstance(payload, dict) else None
             raise from_dict(err or {"code": "http_error", "message": f"HTTP {resp.status}"})
+        if with_headers:
+            return payload, {k.lower(): v for k, v in resp.getheaders()}
         return payload
 
     def _unreachable(self, e: Exception) -> DaemonUnreachable:
@@ -111,11 +130,30 @@ class Client:
     def info(self) -> dict:
         return self.request("GET", "/1.0")
 
-    def instances(self) -> list[dict]:
-        return self.request("GET", "/1.0/instances")
+    def instances_page(self, *, limit: int = 500, cursor: str | None = None, **filters) -> dict:
+        """One page: {"items", "next_cursor"}. Filters: state, template, name_prefix, owner,
+        tag (list of "k=v"), fields (list of names)."""
+        q = {"limit": limit, "cursor": cursor, **filters}
+        if isinstance(q.get("fields"), (list, tuple)):
+            q["fields"] = ",".join(q["fields"])
+        return self.request("GET", "/1.0/instances", query=q)
+
+    def instances(self, **filters) -> list[dict]:
+        """Every instance (walks the pages)."""
+        items, cursor = [], None
+        while True:
+            page = self.instances_page(cursor=cursor, **filters)
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
 
     def instance(self, ident: str | int) -> dict:
         return self.request("GET", f"/1.0/instances/{quote(str(ident))}")
+
+    def instance_etag(self, ident: str | int) -> tuple[dict, str]:
+        body, headers = self.request("GET", f"/1.0/instances/{quote(str(ident))}", with_headers=True)
+        return body, headers.get("etag", "")
 
     def create(self, **body) -> dict:
         return self.request("POST", "/1.0/instances", body)
@@ -123,8 +161,9 @@ class Client:
     def action(self, ident: str | int, action: str, body: dict | None = None) -> dict:
         return self.request("POST", f"/1.0/instances/{quote(str(ident))}/{action}", body or {})
 
-    def set(self, ident: str | int, **body) -> dict:
-        return self.request("PATCH", f"/1.0/instances/{quote(str(ident))}", body)
+    def set(self, ident: str | int, if_match: str | None = None, **body) -> dict:
+        return self.request("PATCH", f"/1.0/instances/{quote(str(ident))}", body,
+                            headers={"If-Match": if_match} if if_match else None)
 
     def destroy(self, ident: str | int, force: bool = False) -> dict:
         return self.request("DELETE", f"/1.0/instances/{quote(str(ident))}", query={"force": str(force).lower()})
@@ -140,6 +179,54 @@ class Client:
 
     def operations(self, status: str | None = None) -> list[dict]:
         return self.request("GET", "/1.0/operations", query={"status": status})
+
+    def operation(self, op_id: str) -> dict:
+        return self.request("GET", f"/1.0/operations/{quote(op_id)}")
+
+    def cancel(self, op_id: str) -> dict:
+        return self.request("DELETE", f"/1.0/operations/{quote(op_id)}")
+
+    # ---- users and tokens
+    def users(self) -> list[dict]:
+        return self.request("GET", "/1.0/users")
+
+    def user(self, name: str) -> dict:
+        return self.request("GET", f"/1.0/users/{quote(name)}")
+
+    def create_user(self, name: str, admin: bool = False, quotas: dict | None = None) -> dict:
+        return self.request("POST", "/1.0/users", {"name": name, "admin": admin, "quotas": quotas or {}})
+
+    def update_user(self, name: str, if_match: str | None = None, **body) -> dict:
+        return self.request("PATCH", f"/1.0/users/{quote(name)}", body,
+                            headers={"If-Match": if_match} if if_match else None)
+
+    def delete_user(self, name: str) -> dict:
+        return self.request("DELETE", f"/1.0/users/{quote(name)}")
+
+    def tokens(self, user: str | None = None) -> list[dict]:
+        return self.request("GET", "/1.0/tokens", query={"user": user})
+
+    def create_token(self, user: str | None = None, description: str = "") -> dict:
+        return self.request("POST", "/1.0/tokens", {"user": user, "description": description})
+
+    def revoke_token(self, token_id: str) -> dict:
+        return self.request("DELETE", f"/1.0/tokens/{quote(token_id)}")
+
+    # ---- events and metrics
+    def events(self, after: int = 0, type: str | None = None, instance: str | None = None,
+               timeout: float = 0, limit: int = 1000) -> dict:
+        """Poll: {"items": [...], "last_id": N}; pass last_id back as `after`."""
+        return self.request("GET", "/1.0/events", query={"after": after, "type": type, "instance": instance,
+                                                         "format": "json", "timeout": timeout, "limit": limit})
+
+    def metrics(self) -> str:
+        conn = self._connection()
+        conn.request("GET", "/metrics", headers=self.auth_headers())
+        resp = conn.getresponse()
+        raw = resp.read().decode()
+        if resp.status >= 400:
+            raise from_dict((json.loads(raw) or {}).get("error") or {"message": f"HTTP {resp.status}"})
+        return raw
 
     def limits(self) -> dict:
         return self.request("GET", "/1.0/limits")

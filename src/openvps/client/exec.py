@@ -19,7 +19,11 @@ def _connect(client, path: str):
     from websockets.sync.client import connect, unix_connect
     if client.url:
         base = client.url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
-        return connect(base + path, max_size=1 << 22)
+        kw = {}
+        if base.startswith("wss://"):
+            import ssl
+            kw["ssl"] = ssl.create_default_context(cafile=client.cafile)
+        return connect(base + path, max_size=1 << 22, additional_headers=client.auth_headers() or None, **kw)
     return unix_connect(client.socket_path, "ws://localhost" + path, max_size=1 << 22)
 
 

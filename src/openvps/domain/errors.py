@@ -43,6 +43,32 @@ class InsufficientResources(OpenVPSError):
     status = 409
 
 
+class Unauthenticated(OpenVPSError):
+    """TCP requests need `Authorization: Bearer <token>` (make one with `openvps token create USER`)."""
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(OpenVPSError):
+    """The caller is known but may not do this (e.g. a non-admin managing users or templates)."""
+    code = "forbidden"
+    status = 403
+
+
+class QuotaExceeded(OpenVPSError):
+    """A per-user quota (instances, total RAM, public addresses) refuses the request. 403, not 429:
+    retrying does not help until the user frees something or an admin raises the quota. (429 is kept
+    for request-rate limiting.)"""
+    code = "quota_exceeded"
+    status = 403
+
+
+class PreconditionFailed(OpenVPSError):
+    """If-Match did not match the object's current ETag: someone changed it since you read it."""
+    code = "precondition_failed"
+    status = 412
+
+
 class DriverError(OpenVPSError):
     """An OS-level step failed (runc, mount, cgroup); wrapped at the driver boundary."""
     code = "driver_error"
@@ -55,7 +81,8 @@ class Cancelled(OpenVPSError):
 
 
 ERRORS_BY_CODE = {c.code: c for c in (OpenVPSError, InvalidArgument, NotFound, Conflict, InvalidState,
-                                      InsufficientResources, DriverError, Cancelled)}
+                                      InsufficientResources, Unauthenticated, Forbidden, QuotaExceeded,
+                                      PreconditionFailed, DriverError, Cancelled)}
 
 
 def from_dict(d: dict) -> OpenVPSError:

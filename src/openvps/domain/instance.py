@@ -81,3 +81,38 @@ def parse_ident(ident: str | int) -> int | str:
     """An instance is named by CTID or name everywhere: digits mean CTID."""
     s = str(ident)
     return int(s) if s.isascii() and s.isdigit() else s
+
+
+_TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")
+MAX_TAGS = 50
+
+
+def validate_tags(tags: dict) -> dict[str, str]:
+    """Tags are short key=value labels (the EC2 layer and the dashboard use them too)."""
+    if not isinstance(tags, dict):
+        raise InvalidArgument("tags: an object of key -> value strings", field="tags")
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(f"at most {MAX_TAGS} tags per instance", field="tags")
+    for k, v in tags.items():
+        if not isinstance(k, str) or not _TAG_KEY.match(k):
+            raise InvalidArgument(f"tag key {k!r}: 1 to 63 letters, digits and _ . : / -, starting with a "
+                                  "letter or digit", field="tags")
+        if not isinstance(v, str) or len(v) > 255 or any(c in v for c in "\n\r\0"):
+            raise InvalidArgument(f"tag {k}: the value must be a string of at most 255 characters without "
+                                  "newlines", field="tags")
+    return dict(tags)
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """'k=v' -> (k, v), as the CLI and the list filter write tags."""
+    k, sep, v = str(text).partition("=")
+    if not sep:
+        raise InvalidArgument(f"tag {text!r}: write it as key=value", field="tag")
+    validate_tags({k: v})
+    return k, v
+
+
+def validate_description(text: str) -> str:
+    if not isinstance(text, str) or len(text) > 1024 or "\0" in text:
+        raise InvalidArgument("description: a string of at most 1024 characters", field="description")
+    return text

@@ -10,14 +10,16 @@ from typing import Any
 
 from ..domain import limits as L
 from ..domain.errors import Conflict, DriverError, InvalidArgument, InvalidState, NotFound, OpenVPSError
-from ..domain.instance import State, check_transition, parse_ident, validate_ctid, validate_hostname, validate_name
+from ..domain.instance import (State, check_transition, parse_ident, parse_tag, validate_ctid, validate_description,
+                               validate_hostname, validate_name, validate_tags)
 from ..drivers.runtime import Spec
 from .. import faults
 from ..drivers.templates import base as tbase
 from ..drivers.templates import setup as tsetup
 from .node import Node
 from .ops import Operation, Progress, Reverter
-from .views import instance_view
+from .users import ROOT, Actor, UserService, check_if_match
+from .views import instance_etag, instance_view
 
 log = logging.getLogger("openvps.instances")
 
@@ -26,28 +28,76 @@ class InstanceService:
     def __init__(self, node: Node):
         self.node = node
         self.store = node.store
+        self.users = UserService(node)
 
     # ---------------------------------------------------------------- queries
-    def get(self, ident: str | int) -> dict:
-        return instance_view(self.node, self.store.get_instance(parse_ident(ident)), detail=True)
+    def get(self, ident: str | int, actor: Actor = ROOT) -> dict:
+        return instance_view(self.node, self._row(ident, actor), detail=True)
 
-    def list(self) -> list[dict]:
-        return [instance_view(self.node, r) for r in self.store.list_instances()]
+    def get_with_etag(self, ident: str | int, actor: Actor = ROOT) -> tuple[dict, str]:
+        row = self._row(ident, actor)
+        return instance_view(self.node, row, detail=True), instance_etag(row)
 
-    def _row(self, ident) -> dict:
-        return self.store.get_instance(parse_ident(ident))
+    def list(self, actor: Actor = ROOT) -> list[dict]:
+        rows = [r for r in self.store.list_instances() if actor.owns(r)]
+        ips = self.node.netstore.addresses_by_instance([r["ctid"] for r in rows])
+        return [instance_view(self.node, r, ips=ips) for r in rows]
+
+    def page(self, actor: Actor = ROOT, *, limit: int = 500, cursor: str | None = None, state: str | None = None,
+             template: str | None = None, name_prefix: str | None = None, owner: str | None = None,
+             tags: list[str] | None = None, fields: list[str] | None = None) -> dict:
+        """One page of the list, in CTID order, with an opaque cursor to the next one. Store only:
+        no cgroup or runtime call per row."""
+        if not 1 <= limit <= 1000:
+            raise InvalidArgument("limit: from 1 to 1000", field="limit")
+        after = _decode_cursor(cursor) if cursor else None
+        if not actor.admin:
+            if owner and owner != actor.name:
+                return {"items": [], "next_cursor": None}
+            owner = actor.name
+        if state and state not in {s.value for s in State}:
+            raise InvalidArgument(f"state: one of {', '.join(s.value for s in State)}", field="state")
+        tag_filter = [parse_tag(t) for t in tags or []]
+        rows = self.store.list_instances_page(after=after, limit=limit + 1, state=state, template=template,
+                                              name_prefix=name_prefix, owner=owner, tags=tag_filter)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        ips = self.node.netstore.addresses_by_instance([r["ctid"] for r in rows])   # one query, not one per row
+        items = [instance_view(self.node, r, ips=ips) for r in rows]
+        if fields:
+            unknown = set(fields) - set(items[0] if items else LIST_FIELDS)
+            if unknown:
+                raise InvalidArgument(f"fields: unknown {', '.join(sorted(unknown))}; known: "
+                                      f"{', '.join(LIST_FIELDS)}", field="fields")
+            items = [{k: it[k] for k in fields if k in it} for it in items]
+        return {"items": items, "next_cursor": _encode_cursor(rows[-1]["ctid"]) if more else None}
+
+    def _row(self, ident, actor: Actor = ROOT) -> dict:
+        key = parse_ident(ident)
+        row = self.store.find_instance(key)
+        if row is None or not actor.owns(row):   # another user's instance: 404, never 403 (no existence leak)
+            raise NotFound(f"no instance {key!r}; `openvps list` shows the instances", instance=str(key))
+        return row
 
     def _op(self, kind: str, row: dict, args: dict | None = None) -> Operation:
         return Operation(kind=kind, target=row["name"], args={"ctid": row["ctid"], **(args or {})},
-                         lock=f"instance:{row['ctid']}")
+                         lock=f"instance:{row['ctid']}", owner=row.get("owner") or "admin")
+
+    def _event(self, type: str, ctid: int, **data) -> None:
+        row = self.store.find_instance(ctid)
+        if row is not None:
+            self.node.event(type, row, **data)
 
     # ---------------------------------------------------------------- create
     def create(self, *, name: str, template: str, ctid: int | None = None, hostname: str | None = None,
                limits: dict[str, Any] | None = None, ssh_keys: list[str] | None = None,
                root_password: str | None = None, start: bool = False, nets: list[str] | None = None,
                ipadd: list[str] | None = None, nameservers: list[str] | None = None,
-               searchdomain: str | None = None, privileged: bool = False) -> dict:
+               searchdomain: str | None = None, privileged: bool = False,
+               tags: dict | None = None, description: str = "", actor: Actor = ROOT) -> dict:
         validate_name(name)
+        tags = validate_tags(tags or {})
+        description = validate_description(description or "")
         if ctid is not None:
             validate_ctid(ctid)
         hostname = validate_hostname(hostname or name)
@@ -69,6 +119,7 @@ class InstanceService:
             known = ", ".join(m.name for m in self.node.templates.list()) or "none yet"
             raise NotFound(f"no template {template!r} (built: {known}); build it with `openvps template build {template}`",
                            template=template)
+        self.users.check_quota(actor.name, add_instances=1, ram_delta=values.get("ram", 0))
         # reserve the CTID and name now: duplicates fail here, and a crash leaves a 'creating' row
         # that the next daemon start rolls back
         row = None
@@ -83,11 +134,15 @@ class InstanceService:
                 row = self.store.add_instance(ctid=want, name=name, template=template, state=State.CREATING.value,
                                               hostname=hostname, init=manifest.init, stop_signal=manifest.stop_signal,
                                               limits=values, live={}, privileged=bool(privileged),
+                                              owner=actor.name, tags=tags, description=description,
+                                              quota_check=lambda n, ram: self.users.check_quota(
+                                                  actor.name, add_instances=1, ram_delta=values.get("ram", 0),
+                                                  usage=(n, ram)),
                                               **({} if privileged else {"uid_base": "auto",
                                                                         "idmap_range": self._idmap_range()}))
                 break
             except OpenVPSError as e:
-                if ctid is not None or e.details.get("name"):
+                if ctid is not None or e.details.get("name") or e.code == "quota_exceeded":
                     raise
         if row is None:
             raise OpenVPSError("could not find a free CTID; pass one explicitly")
@@ -98,6 +153,7 @@ class InstanceService:
             raise
         secret = {"ssh_keys": list(ssh_keys or []), "root_password": root_password}
         op = self._op("instance.create", row, {"template": template, "start": start})
+        op.on_cancel = lambda: self.store.delete_instance(row["ctid"])
         try:
             return self.node.runner.submit(op, lambda o, p: self._do_create(o, p, secret))
         except Exception:
@@ -134,6 +190,7 @@ class InstanceService:
                 self.node.networks.rebuild()
             faults.point("create.after_setup")
             self.store.update_instance(ctid, state=State.STOPPED.value)
+            self._event("instance.created", ctid)
             if op.args.get("start"):
                 progress(0.7, "starting")
                 self._start(ctid)
@@ -148,8 +205,8 @@ class InstanceService:
         return None if row["privileged"] or row["uid_base"] is None else (row["uid_base"], self.node.config.idmap_size)
 
     # ---------------------------------------------------------------- lifecycle
-    def _submit(self, action: str, ident, handler, args: dict | None = None) -> dict:
-        row = self._row(ident)
+    def _submit(self, action: str, ident, handler, args: dict | None = None, actor: Actor = ROOT) -> dict:
+        row = self._row(ident, actor)
         check_transition(action, row["state"], row["name"])
         op = self._op(f"instance.{action}", row, args)
 
@@ -162,39 +219,41 @@ class InstanceService:
 
         return self.node.runner.submit(op, run)
 
-    def start(self, ident) -> dict:
-        return self._submit("start", ident, lambda o, p: self._start(o.args["ctid"]))
+    def start(self, ident, actor: Actor = ROOT) -> dict:
+        return self._submit("start", ident, lambda o, p: self._start(o.args["ctid"]), actor=actor)
 
-    def stop(self, ident, *, timeout: int | None = None, force: bool = False) -> dict:
+    def stop(self, ident, *, timeout: int | None = None, force: bool = False, actor: Actor = ROOT) -> dict:
         timeout = self.node.config.stop_timeout if timeout is None else timeout
         if timeout < 0:
             raise InvalidArgument("timeout cannot be negative")
         return self._submit("stop", ident, lambda o, p: self._stop(o.args["ctid"], timeout, force, p),
-                            {"timeout": timeout, "force": force})
+                            {"timeout": timeout, "force": force}, actor=actor)
 
-    def restart(self, ident, *, timeout: int | None = None) -> dict:
+    def restart(self, ident, *, timeout: int | None = None, actor: Actor = ROOT) -> dict:
         timeout = self.node.config.stop_timeout if timeout is None else timeout
 
         def handler(o, p):
             self._stop(o.args["ctid"], timeout, False, p)
             p(0.6, "starting")
             self._start(o.args["ctid"])
-        return self._submit("restart", ident, handler, {"timeout": timeout})
+        return self._submit("restart", ident, handler, {"timeout": timeout}, actor=actor)
 
-    def suspend(self, ident) -> dict:
+    def suspend(self, ident, actor: Actor = ROOT) -> dict:
         def handler(o, p):
             self.node.runtime.pause(self.node.cid(o.args["ctid"]))
             self.store.update_instance(o.args["ctid"], state=State.SUSPENDED.value)
-        return self._submit("suspend", ident, handler)
+            self._event("instance.suspended", o.args["ctid"])
+        return self._submit("suspend", ident, handler, actor=actor)
 
-    def resume(self, ident) -> dict:
+    def resume(self, ident, actor: Actor = ROOT) -> dict:
         def handler(o, p):
             self.node.runtime.resume(self.node.cid(o.args["ctid"]))
             self.store.update_instance(o.args["ctid"], state=State.RUNNING.value)
-        return self._submit("resume", ident, handler)
+            self._event("instance.resumed", o.args["ctid"])
+        return self._submit("resume", ident, handler, actor=actor)
 
-    def destroy(self, ident, *, force: bool = False) -> dict:
-        row = self._row(ident)
+    def destroy(self, ident, *, force: bool = False, actor: Actor = ROOT) -> dict:
+        row = self._row(ident, actor)
         if not force:
             check_transition("destroy", row["state"], row["name"])
         elif row["state"] in (State.CREATING, State.DESTROYING):
@@ -214,6 +273,7 @@ class InstanceService:
             self.node.storage.destroy(self.node.bundle(ctid))
             self.store.delete_instance(ctid)      # its addresses, forwards and rules go with it
             self.node.networks.rebuild()
+            self.node.event("instance.destroyed", cur)
             return {}
         return self.node.runner.submit(op, run)
 
@@ -261,6 +321,7 @@ class InstanceService:
             self.store.update_instance(ctid, state=State.RUNNING.value, started_at=_now(),
                                        live={**row["limits"], "cpuset": spec.cpuset, "hostname": row["hostname"]})
             undo.success()
+        self._event("instance.started", ctid)
 
     def _stop(self, ctid: int, timeout: int, force: bool, progress: Progress | None = None) -> None:
         row = self.store.get_instance(ctid)
@@ -284,20 +345,35 @@ class InstanceService:
         self.node.networks.detach(ctid)
         self.node.storage.unmount(self.node.bundle(ctid))
         self.store.update_instance(ctid, state=State.STOPPED.value, live={})
+        if row["state"] != State.STOPPED:
+            self._event("instance.stopped", ctid)
 
     # ---------------------------------------------------------------- live changes
     def set(self, ident, *, limits: dict[str, Any] | None = None, hostname: str | None = None,
             save: bool = False, ipadd: list[str] | None = None, ipdel: list[str] | None = None,
-            nameservers: list[str] | None = None, searchdomain: str | None = None) -> dict:
-        row = self._row(ident)
+            nameservers: list[str] | None = None, searchdomain: str | None = None,
+            tags: dict | None = None, untag: list[str] | None = None,
+            description: str | None = None, if_match: str | None = None, actor: Actor = ROOT) -> dict:
+        row = self._row(ident, actor)
+        check_if_match(if_match, instance_etag(row))
+        meta = self._metadata(row, tags, untag, description)
+        net_change = bool(ipadd or ipdel or nameservers or searchdomain is not None)
+        if (meta is not None or net_change) and not (limits or hostname):
+            if not net_change:
+                return self._set_metadata(row, meta)
+            if meta is not None:        # metadata is stored at once; the addresses need an operation
+                self.store.update_instance(row["ctid"], **meta)
+                self._event("instance.updated", row["ctid"])
+            check_transition("set", row["state"], row["name"])
+            return self._set_network(row, ipadd or [], ipdel or [], nameservers or None, searchdomain)
         check_transition("set", row["state"], row["name"])
         running = row["state"] in (State.RUNNING, State.SUSPENDED)
-        net_change = bool(ipadd or ipdel or nameservers or searchdomain is not None)
-        if not (limits or hostname or net_change):
+        if not (limits or hostname):
             raise InvalidArgument("nothing to change: give a limit (e.g. --ram 1G), --hostname, --ipadd/--ipdel, "
-                                  "--nameserver or --searchdomain")
-        if net_change and not (limits or hostname):
-            return self._set_network(row, ipadd or [], ipdel or [], nameservers or None, searchdomain)
+                                  "--nameserver, --searchdomain, --tag, --untag or --description")
+        if net_change or meta is not None:
+            raise InvalidArgument("change limits or the hostname separately from addresses, DNS, tags and the "
+                                  "description (two `set` calls)")
         if not running and not save:
             raise InvalidArgument(f"instance {row['name']} is stopped: nothing to apply live; "
                                   "add --save to change its saved configuration")
@@ -307,6 +383,8 @@ class InstanceService:
         base = {k: row["live"].get(k, v) for k, v in row["limits"].items()} if running else row["limits"]
         live_values = L.validate(limits or {}, self.node.facts, base=base)
         saved_values = L.validate(limits or {}, self.node.facts, base=row["limits"])
+        if save:
+            self.users.check_quota(row["owner"], ram_delta=saved_values.get("ram", 0) - row["limits"].get("ram", 0))
         op = self._op("instance.set", row, {"limits": limits or {}, "hostname": hostname, "save": save})
 
         def run(o: Operation, p: Progress):
@@ -322,6 +400,34 @@ class InstanceService:
                 self._write_hostname_offline(cur, hostname)
             if save:
                 self.store.update_instance(ctid, limits=saved_values, **({"hostname": hostname} if hostname else {}))
+            if meta is not None:
+                self.store.update_instance(ctid, **meta)
+            self._event("instance.updated", ctid)
+            return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
+        return self.node.runner.submit(op, run)
+
+    @staticmethod
+    def _metadata(row: dict, tags: dict | None, untag: list[str] | None, description: str | None) -> dict | None:
+        """New tags/description values (stored at once, no OS work), or None if unchanged."""
+        if tags is None and not untag and description is None:
+            return None
+        out: dict[str, Any] = {}
+        if tags is not None or untag:
+            new = {**(row.get("tags") or {}), **validate_tags(tags or {})}
+            for k in untag or []:
+                new.pop(k, None)
+            out["tags"] = validate_tags(new)
+        if description is not None:
+            out["description"] = validate_description(description)
+        return out
+
+    def _set_metadata(self, row: dict, meta: dict) -> dict:
+        op = self._op("instance.set", row, {"metadata": sorted(meta)})
+
+        def run(o: Operation, p: Progress):
+            ctid = o.args["ctid"]
+            self.store.update_instance(ctid, **meta)
+            self._event("instance.updated", ctid)
             return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
         return self.node.runner.submit(op, run)
 
@@ -366,8 +472,9 @@ class InstanceService:
             self.node.storage.unmount(bundle)
 
     # ---------------------------------------------------------------- exec
-    def exec_process(self, ident, argv: list[str], *, tty: bool, env: dict | None = None, **popen) -> subprocess.Popen:
-        row = self._row(ident)
+    def exec_process(self, ident, argv: list[str], *, tty: bool, env: dict | None = None, actor: Actor = ROOT,
+                     **popen) -> subprocess.Popen:
+        row = self._row(ident, actor)
         check_transition("exec", row["state"], row["name"])
         if not argv:
             raise InvalidArgument("exec needs a command, e.g. `openvps exec web1 -- uname -a`")
@@ -393,3 +500,25 @@ def _now():
     return utcnow()
 
 
+
+
+LIST_FIELDS = ("ctid", "name", "state", "template", "hostname", "init", "privileged", "uid_base", "limits",
+               "limits_display", "ip", "created_at", "started_at", "updated_at", "owner", "description", "tags",
+               "live")
+
+
+def _encode_cursor(ctid: int) -> str:
+    import base64
+    return base64.urlsafe_b64encode(f"ctid:{ctid}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    import base64
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, n = raw.partition(":")
+        if kind != "ctid" or not n.isdigit():
+            raise ValueError
+        return int(n)
+    except Exception:
+        raise InvalidArgument("cursor: not a cursor this API gave out; start again without it", field="cursor") from None

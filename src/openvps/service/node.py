@@ -54,6 +54,14 @@ class Node:
         from .networks import NetworkService
         self.networks = NetworkService(self)
 
+    def event(self, type: str, row: dict | None = None, **data) -> None:
+        """Record a lifecycle event (best effort: an event never fails the work it reports)."""
+        try:
+            extra = {"name": row["name"], "owner": row.get("owner") or "admin"} if row else {}
+            self.store.add_event(type, str(row["ctid"]) if row else None, {**extra, **data})
+        except Exception:
+            log.exception("could not record event %s", type)
+
     def bundle(self, ctid: int) -> Path:
         return self.config.instances_dir / str(ctid)
 
@@ -71,7 +79,7 @@ class Node:
             "public_pool": self.config.public_pool,
             "cgroup_version": self.cgroups.version, "cgroup_parent": self.cgroups.parent,
             "template_dir": self.config.template_dir,
-            "instances": len(self.store.list_instances()),
+            "instances": self.store.count_instances(),
             "orphans": self.orphans,
         }
 

@@ -56,6 +56,8 @@ class Operation:
     target: str = ""                            # instance ident or template name
     args: dict = field(default_factory=dict)
     lock: str = ""                              # lock key, e.g. "instance:101"
+    owner: str = "admin"                        # the user who asked for it (sees it in the API)
+    on_cancel: Callable[[], Any] | None = None  # undo the reservation made before submit, if cancelled
 
 
 class Progress:
@@ -82,38 +84,71 @@ class Runner:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._done: dict[str, threading.Event] = {}
+        self._ops: dict[str, Operation] = {}
 
     def lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
 
     def submit(self, op: Operation, handler: Handler) -> dict:
-        row = self.store.add_operation(op.kind, op.target, op.args)
+        row = self.store.add_operation(op.kind, op.target, op.args, owner=op.owner)
+        self._event("operation.created", row)
         event = self._done[row["id"]] = threading.Event()
+        self._ops[row["id"]] = op
         self.pool.submit(self._run, row["id"], op, handler, event)
+        return row
+
+    def _event(self, type: str, row: dict) -> None:
+        try:
+            ctid = row["args"].get("ctid") if isinstance(row.get("args"), dict) else None
+            self.store.add_event(type, str(ctid) if ctid is not None else None,
+                                 {"operation": row["id"], "kind": row["kind"], "status": row["status"],
+                                  "name": row["target"], "owner": row.get("owner", "admin")})
+        except Exception:   # events are best effort: never fail an operation for one
+            log.exception("could not record event %s", type)
+
+    def cancel(self, op_id: str) -> dict | None:
+        """Cancel a pending operation (not yet running): the row, or None if it is past pending."""
+        row = self.store.transition_operation(op_id, ("pending",), "cancelled", message="cancelled",
+                                              error={"code": "cancelled", "message": "cancelled by request",
+                                                     "details": {}})
+        if row is None:
+            return None
+        op = self._ops.get(op_id)
+        if op is not None and op.on_cancel:
+            try:
+                op.on_cancel()
+            except Exception:
+                log.exception("undo after cancelling %s failed", op_id)
+        self._event("operation.finished", row)
         return row
 
     def _run(self, op_id: str, op: Operation, handler: Handler, event: threading.Event) -> None:
         try:
-            self.store.update_operation(op_id, status="running")
             lock = self.lock(op.lock) if op.lock else None
             if lock:
-                lock.acquire()
+                lock.acquire()   # pending (cancellable) until the target is free
             try:
+                if self.store.transition_operation(op_id, ("pending",), "running") is None:
+                    return       # cancelled while it waited
                 result = handler(op, Progress(self.store, op_id))
             finally:
                 if lock:
                     lock.release()
-            self.store.update_operation(op_id, status="success", progress=1.0, result=result or {})
+            self._finish(self.store.update_operation(op_id, status="success", progress=1.0, result=result or {}))
         except OpenVPSError as e:
-            self.store.update_operation(op_id, status="failure", error=e.to_dict(), message=e.message)
+            self._finish(self.store.update_operation(op_id, status="failure", error=e.to_dict(), message=e.message))
         except Exception as e:   # a bug or an unwrapped OS error: record it, never lose the outcome
             log.exception("operation %s (%s) crashed", op_id, op.kind)
             err = {"code": "internal", "message": f"{type(e).__name__}: {e}", "details": {}}
-            self.store.update_operation(op_id, status="failure", error=err, message=err["message"])
+            self._finish(self.store.update_operation(op_id, status="failure", error=err, message=err["message"]))
         finally:
             event.set()
             self._done.pop(op_id, None)
+            self._ops.pop(op_id, None)
+
+    def _finish(self, row: dict) -> None:
+        self._event("operation.finished", row)
 
     def wait(self, op_id: str, timeout: float) -> dict:
         event = self._done.get(op_id)

@@ -11,21 +11,22 @@ class TemplateService:
     def __init__(self, node: Node):
         self.node = node
 
-    def view(self, m: tbase.Manifest) -> dict:
-        return {**m.to_dict(), "in_use_by": self.node.store.instances_using_template(m.name),
+    def view(self, m: tbase.Manifest, owner: str | None = None) -> dict:
+        """in_use_by lists only the caller's instances unless owner is None (admins)."""
+        return {**m.to_dict(), "in_use_by": self.node.store.instances_using_template(m.name, owner),
                 "path": str(self.node.templates.rootfs(m.name))}
 
-    def list(self) -> list[dict]:
-        return [self.view(m) for m in self.node.templates.list()]
+    def list(self, owner: str | None = None) -> list[dict]:
+        return [self.view(m, owner) for m in self.node.templates.list()]
 
-    def get(self, name: str) -> dict:
+    def get(self, name: str, owner: str | None = None) -> dict:
         try:
             m = self.node.templates.get(name)
         except tbase.InvalidTemplateName:
             m = None
         if m is None:
             raise NotFound(f"no template {name!r}; `openvps template list` shows the built ones", template=name)
-        return self.view(m)
+        return self.view(m, owner)
 
     def builders(self) -> list[str]:
         return sorted(tbase.BUILDERS)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from ..domain import limits as L
 from ..domain.instance import State
@@ -15,14 +16,31 @@ def iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def instance_view(node, row: dict, detail: bool = False) -> dict:
+@lru_cache(maxsize=4096)
+def _display_cached(items: tuple) -> dict:
+    return L.render_all(dict(items))
+
+
+def _display(limits: dict) -> dict:
+    """limits_display, cached: most instances share a few limit sets, and rendering sizes is slow."""
+    try:
+        return dict(_display_cached(tuple(sorted(limits.items()))))
+    except TypeError:   # an unhashable value: render it directly
+        return L.render_all(limits)
+
+
+def instance_view(node, row: dict, detail: bool = False, ips: dict | None = None) -> dict:
     out = {
         "ctid": row["ctid"], "name": row["name"], "state": row["state"], "template": row["template"],
         "hostname": row["hostname"], "init": row["init"], "privileged": bool(row.get("privileged")),
         "uid_base": row.get("uid_base"),
-        "limits": row["limits"], "limits_display": L.render_all(row["limits"]),
-        "ip": node.netstore.addresses_of(row["ctid"]) if hasattr(node, "netstore") else [],
+        "limits": row["limits"], "limits_display": _display(row["limits"]),
+        "ip": (ips.get(row["ctid"], []) if ips is not None
+               else node.netstore.addresses_of(row["ctid"]) if hasattr(node, "netstore") else []),
         "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "owner": row.get("owner", "admin"), "description": row.get("description") or "",
+        "tags": row.get("tags") or {},
     }
     running = row["state"] in (State.RUNNING, State.SUSPENDED)
     if running and row.get("live"):
@@ -56,3 +74,9 @@ def usage(node, row: dict) -> dict:
         "cpu_ns": int(cpu) if cpu else None, "pids": int(pids) if pids else None,
         "pid": st["pid"] if st else None,
     }
+
+
+def instance_etag(row: dict) -> str:
+    """Changes whenever the row does (every store update bumps updated_at)."""
+    import hashlib
+    return '"' + hashlib.sha1(f"instance|{row['ctid']}|{iso(row['updated_at'])}|{row['state']}".encode()).hexdigest()[:20] + '"'

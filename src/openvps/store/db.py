@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, InsufficientResources, NotFound
+from .accounts import AccountsMixin
 from .models import InstanceRow, OperationRow, utcnow
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,7 +24,7 @@ def _row_dict(row) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
 
-class Store:
+class Store(AccountsMixin):
     def __init__(self, url: str):
         self.url = url
         kwargs: dict[str, Any] = {}
@@ -64,6 +65,10 @@ class Store:
                 if s.scalar(select(InstanceRow).where(InstanceRow.name == values["name"])) is not None:
                     raise Conflict(f"an instance named {values['name']!r} exists already; pick another name",
                                    name=values["name"])
+                check = values.pop("quota_check", None)
+                if check is not None:   # re-checked inside the insert: concurrent creates cannot overshoot
+                    limits = list(s.scalars(select(InstanceRow.limits).where(InstanceRow.owner == values["owner"])))
+                    check(len(limits), sum(int((lim or {}).get("ram") or 0) for lim in limits))
                 if values.get("uid_base") == "auto":
                     values = dict(values)
                     values["uid_base"] = self._free_uid_base(s, *values.pop("idmap_range"))
@@ -129,21 +134,42 @@ class Store:
             if row is not None:
                 s.delete(row)
 
-    def instances_using_template(self, template: str) -> list[str]:
+    def instances_using_template(self, template: str, owner: str | None = None) -> list[str]:
         with self._sessions() as s:
-            return list(s.scalars(select(InstanceRow.name).where(InstanceRow.template == template)))
+            q = select(InstanceRow.name).where(InstanceRow.template == template)
+            if owner is not None:
+                q = q.where(InstanceRow.owner == owner)
+            return list(s.scalars(q))
+
+    def count_instances(self) -> int:
+        from sqlalchemy import func
+        with self._sessions() as s:
+            return s.scalar(select(func.count()).select_from(InstanceRow)) or 0
 
     # ---- operations
-    def add_operation(self, kind: str, target: str = "", args: dict | None = None) -> dict:
+    def add_operation(self, kind: str, target: str = "", args: dict | None = None, owner: str = "admin") -> dict:
         with self._tx() as s:
             row = OperationRow(id=str(uuid.uuid4()), kind=kind, status="pending", target=target,
-                               progress=0.0, message="", args=args or {})
+                               progress=0.0, message="", args=args or {}, owner=owner)
             s.add(row)
             s.flush()
             return _row_dict(row)
 
     def update_operation(self, op_id: str, **values) -> dict:
         return self._update(OperationRow, op_id, "operation", values)
+
+    def transition_operation(self, op_id: str, frm: tuple[str, ...], to: str, **values) -> dict | None:
+        """Compare-and-set the status: the row if it was in `frm` (now `to`), else None."""
+        with self._tx() as s:
+            row = s.get(OperationRow, op_id)
+            if row is None or row.status not in frm:
+                return None
+            row.status = to
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.updated_at = utcnow()
+            s.flush()
+            return _row_dict(row)
 
     def get_operation(self, op_id: str) -> dict:
         with self._sessions() as s:
@@ -152,11 +178,13 @@ class Store:
                 raise NotFound(f"no operation {op_id}", operation=op_id)
             return _row_dict(row)
 
-    def list_operations(self, status: str | None = None, limit: int = 100) -> list[dict]:
+    def list_operations(self, status: str | None = None, limit: int = 100, owner: str | None = None) -> list[dict]:
         with self._sessions() as s:
             q = select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit)
             if status:
                 q = q.where(OperationRow.status == status)
+            if owner:
+                q = q.where(OperationRow.owner == owner)
             return [_row_dict(r) for r in s.scalars(q)]
 
 

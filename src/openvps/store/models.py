@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -31,6 +31,9 @@ class InstanceRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     privileged: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     uid_base: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)  # its host uid range
+    owner: Mapped[str] = mapped_column(String(63), nullable=False, default="admin", index=True)
+    description: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
+    tags: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
 
 
 class OperationRow(Base):
@@ -44,5 +47,39 @@ class OperationRow(Base):
     args: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    owner: Mapped[str] = mapped_column(String(63), nullable=False, default="admin")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    max_instances: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_ram: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_public_ips: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user: Mapped[str] = mapped_column(String(63), ForeignKey("users.name", ondelete="CASCADE"), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    description: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EventRow(Base):
+    """Lifecycle and operation events, a bounded history with a monotonic id (SSE Last-Event-ID)."""
+    __tablename__ = "events"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    instance: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)

@@ -171,10 +171,13 @@ class NetStore:
             return list(s.scalars(select(AddressRow.address).where(AddressRow.ctid == ctid)
                                   .order_by(AddressRow.nic, AddressRow.id)))
 
-    def addresses_by_instance(self) -> dict[int, list[str]]:
+    def addresses_by_instance(self, ctids: list[int] | None = None) -> dict[int, list[str]]:
         with self._read() as s:
             out: dict[int, list[str]] = {}
-            for a in s.scalars(select(AddressRow).order_by(AddressRow.ctid, AddressRow.nic, AddressRow.id)):
+            q = select(AddressRow).order_by(AddressRow.ctid, AddressRow.nic, AddressRow.id)
+            if ctids is not None:
+                q = q.where(AddressRow.ctid.in_(ctids))
+            for a in s.scalars(q):
                 out.setdefault(a.ctid, []).append(a.address)
             return out
 
