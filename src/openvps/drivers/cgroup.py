@@ -43,6 +43,111 @@ class Cgroups:
     def write(self, controller: str, rel: str, key: str, value: str) -> None:
         (self.path(controller, rel) / key).write_text(value)
 
+    # ---- counters (beancounters and events); every value an int, None meaning "no limit"
+    def _num(self, controller: str, rel: str, key: str) -> int | None:
+        v = self.read(controller, rel, key)
+        if v is None or v == "max":
+            return None
+        try:
+            return int(v.split()[0])
+        except (ValueError, IndexError):
+            return None
+
+    def _keyed(self, controller: str, rel: str, key: str) -> dict[str, int]:
+        """A flat keyed file ('oom_kill 2', 'max 5') as a dict."""
+        out = {}
+        for line in (self.read(controller, rel, key) or "").splitlines():
+            k, _, v = line.partition(" ")
+            if v.strip().lstrip("-").isdigit():
+                out[k] = int(v)
+        return out
+
+    def counters(self, rel: str) -> dict:
+        """The raw counters behind the beancounters of the cgroup `rel` below our subtree, named as
+        domain/accounting.py expects (bytes or counts). Keys whose file is missing are left out;
+        limits are None when unlimited. Returns {} when the cgroup does not exist."""
+        out: dict = {}
+        if self.version == 1:
+            if not self.path("memory", rel).is_dir():
+                return {}
+            m = lambda k: self._num("memory", rel, k)   # noqa: E731
+            for key, f in (("mem_usage", "memory.usage_in_bytes"), ("mem_max_usage", "memory.max_usage_in_bytes"),
+                           ("mem_limit", "memory.limit_in_bytes"), ("mem_soft_limit", "memory.soft_limit_in_bytes"),
+                           ("mem_failcnt", "memory.failcnt"), ("memsw_usage", "memory.memsw.usage_in_bytes"),
+                           ("memsw_max_usage", "memory.memsw.max_usage_in_bytes"),
+                           ("memsw_limit", "memory.memsw.limit_in_bytes"), ("memsw_failcnt", "memory.memsw.failcnt"),
+                           ("kmem_usage", "memory.kmem.usage_in_bytes"),
+                           ("kmem_max_usage", "memory.kmem.max_usage_in_bytes"),
+                           ("kmem_limit", "memory.kmem.limit_in_bytes"), ("kmem_failcnt", "memory.kmem.failcnt")):
+                v = m(f)
+                if v is not None or key.endswith("limit"):
+                    out[key] = v
+            out["oom_kill"] = self._keyed("memory", rel, "memory.oom_control").get("oom_kill", 0)
+            pids, cpu = "pids", "cpu"
+        else:
+            if not self.path("", rel).is_dir():
+                return {}
+            g = lambda k: self._num("", rel, k)   # noqa: E731
+            out["mem_usage"] = g("memory.current") or 0
+            out["mem_max_usage"] = g("memory.peak") or 0
+            out["mem_limit"] = g("memory.max")
+            out["mem_soft_limit"] = g("memory.high")
+            ev = self._keyed("", rel, "memory.events")
+            out["mem_failcnt"], out["oom_kill"] = ev.get("max", 0), ev.get("oom_kill", 0)
+            if self.read("", rel, "memory.swap.current") is not None:
+                out["swap_usage"] = g("memory.swap.current") or 0
+                out["swap_max_usage"] = g("memory.swap.peak") or 0
+                out["swap_limit"] = g("memory.swap.max")
+                out["swap_failcnt"] = self._keyed("", rel, "memory.swap.events").get("max", 0)
+            stat = self._keyed("", rel, "memory.stat")
+            if "kernel" in stat:
+                out["kmem_usage"] = stat["kernel"]
+            pids = cpu = ""
+        cur = self._num(pids, rel, "pids.current")
+        if cur is not None:
+            out["pids_current"] = cur
+            out["pids_limit"] = self._num(pids, rel, "pids.max")
+            out["pids_max_events"] = self._keyed(pids, rel, "pids.events").get("max", 0)
+            peak = self._num(pids, rel, "pids.peak")
+            if peak is not None:
+                out["pids_peak"] = peak
+        st = self._keyed(cpu, rel, "cpu.stat")
+        if "nr_throttled" in st:
+            out["nr_throttled"] = st["nr_throttled"]
+        return out
+
+    def watch(self, rel: str) -> dict:
+        """The cheap subset of counters() the daemon polls every second for limit and OOM events."""
+        if self.version == 1:
+            out = {"mem_failcnt": self._num("memory", rel, "memory.failcnt"),
+                   "memsw_failcnt": self._num("memory", rel, "memory.memsw.failcnt"),
+                   "oom_kill": self._keyed("memory", rel, "memory.oom_control").get("oom_kill")}
+            pids = "pids"
+        else:
+            ev = self._keyed("", rel, "memory.events")
+            out = {"mem_failcnt": ev.get("max"), "oom_kill": ev.get("oom_kill"),
+                   "swap_failcnt": self._keyed("", rel, "memory.swap.events").get("max")}
+            pids = ""
+        out["pids_max_events"] = self._keyed(pids, rel, "pids.events").get("max")
+        return {k: v for k, v in out.items() if v is not None}
+
+    # what `beancounters --reset` may zero: cgroup v1 takes a 0 in these files; v2 keeps no resettable
+    # global peak or failure counter (memory.peak resets only for the writer's own file descriptor)
+    RESETTABLE_V1 = ("memory.max_usage_in_bytes", "memory.memsw.max_usage_in_bytes", "memory.kmem.max_usage_in_bytes",
+                     "memory.failcnt", "memory.memsw.failcnt", "memory.kmem.failcnt")
+
+    def reset(self, rel: str) -> list[str]:
+        """Zero maxheld and failcnt where the kernel allows; returns the files that were reset."""
+        done = []
+        if self.version == 1:
+            for f in self.RESETTABLE_V1:
+                try:
+                    self.write("memory", rel, f, "0")
+                    done.append(f)
+                except OSError:
+                    pass
+        return done
+
     def has(self, controller: str, key: str) -> bool:
         base = self.root if self.version == 2 else self.root / controller
         return (base / key).exists() or any(base.glob(f"*/{key}"))

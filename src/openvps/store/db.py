@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, NotFound
-from .models import InstanceRow, OperationRow, utcnow
+from .models import EventRow, InstanceRow, OperationRow, utcnow
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -150,6 +150,23 @@ class Store:
             q = select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit)
             if status:
                 q = q.where(OperationRow.status == status)
+            return [_row_dict(r) for r in s.scalars(q)]
+
+
+    # ---- events (limit hits, OOM kills)
+    def add_event(self, **values) -> dict:
+        with self._tx() as s:
+            row = EventRow(**values)
+            s.add(row)
+            s.flush()
+            return _row_dict(row)
+
+    def list_events(self, ctid: int | None = None, limit: int = 100) -> list[dict]:
+        """Newest first."""
+        with self._sessions() as s:
+            q = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+            if ctid is not None:
+                q = q.where(EventRow.ctid == ctid)
             return [_row_dict(r) for r in s.scalars(q)]
 
 
