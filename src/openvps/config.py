@@ -27,6 +27,10 @@ class Config:
     cgroup_parent: str = ""         # default: <own memory cgroup>/openvps-<home id>
     stop_timeout: int = 60          # seconds of graceful stop before the kill
     workers: int = 8                # concurrent operations
+    overcommit_ratio: float = 1.0   # guarantees may total (RAM+swap) x this; admission control refuses more
+    lxcfs: bool = True              # run one lxcfs for the node so /proc inside shows the instance's limits
+    lxcfs_binary: str = "lxcfs"
+    events_interval: float = 1.0    # seconds between polls of the counters behind limit/OOM events
 
     @property
     def home_path(self) -> Path:
@@ -87,5 +91,19 @@ def load(home: str | None = None, env: dict | None = None) -> Config:
     for f in fields(Config):
         raw = env.get(f"OPENVPS_{f.name.upper()}")
         if raw is not None and f.name != "home":
-            setattr(cfg, f.name, int(raw) if f.type in (int, "int") else raw)
+            setattr(cfg, f.name, _typed(f.name, f.type, raw))
     return cfg.finish()
+
+
+def _typed(name: str, typ, raw: str):
+    typ = getattr(typ, "__name__", typ)
+    try:
+        if typ == "int":
+            return int(raw)
+        if typ == "float":
+            return float(raw)
+    except ValueError:
+        raise SystemExit(f"OPENVPS_{name.upper()}={raw!r}: expected a number") from None
+    if typ == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw

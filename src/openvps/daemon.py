@@ -57,6 +57,7 @@ def serve(cfg: Config) -> None:
     node = Node(cfg)
     report = node.reconcile()
     log.info("reconciled: %s", report)
+    node.start_background()
     app = create_app(node)
     sock = Path(cfg.socket)
     sock.unlink(missing_ok=True)
@@ -83,6 +84,10 @@ def serve(cfg: Config) -> None:
             for s in servers[1:]:
                 s.handle_exit(sig, frame)
         servers[0].handle_exit = handle_exit
+        # uvicorn re-raises the caught signal after its graceful shutdown, with the handler it found
+        # installed: a no-op one lets our `finally` (node.close: network teardown, cgroup prune) run
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
         asyncio.run(main())
     finally:
         sock.unlink(missing_ok=True)
@@ -90,3 +95,4 @@ def serve(cfg: Config) -> None:
         (cfg.home_path / "daemon.pid").unlink(missing_ok=True)
         log.info("stopped; instances keep running")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -13,7 +13,7 @@ from ..service.instances import InstanceService
 from ..service.node import Node
 from ..service.templates import TemplateService
 from ..service.views import iso
-from . import errors, exec_ws
+from . import errors, exec_ws, routes_accounting
 from .schemas import BuildTemplate, CreateInstance, RestartInstance, SetInstance, StopInstance
 
 api = APIRouter(prefix="/1.0")
@@ -156,5 +156,6 @@ def create_app(node: Node) -> FastAPI:
     app.state.templates = TemplateService(node)
     errors.install(app)
     app.include_router(api)
+    app.include_router(routes_accounting.router)
     app.include_router(exec_ws.router)
     return app

@@ -304,5 +304,12 @@ def template_remove(name: str = typer.Argument(...), json_out: bool = JSON):
     print(f"template {name} removed")
 
 
+# ------------------------------------------------------------------ accounting (cli/accounting.py)
+from . import accounting as _accounting  # noqa: E402
+
+_accounting.register(app, handled=handled, client=lambda: client(), follow=lambda *a, **k: follow(*a, **k),
+                     json_opt=JSON)
+
+
 def run() -> None:
     app()

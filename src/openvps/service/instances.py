@@ -15,6 +15,8 @@ from ..drivers.runtime import Spec
 from .. import faults
 from ..drivers.templates import base as tbase
 from ..drivers.templates import setup as tsetup
+from ..domain import accounting as A
+from .accounting import AccountingService
 from .node import Node
 from .ops import Operation, Progress, Reverter
 from .views import instance_view
@@ -50,6 +52,7 @@ class InstanceService:
             validate_ctid(ctid)
         hostname = validate_hostname(hostname or name)
         values = L.validate(limits or {}, self.node.facts)
+        AccountingService(self.node).admit(name, values)
         for key in ssh_keys or []:
             try:
                 tsetup.validate_ssh_key(key)
@@ -200,7 +203,10 @@ class InstanceService:
         return Spec(cid=self.node.cid(ctid), bundle=self.node.bundle(ctid), hostname=hostname or row["hostname"],
                     limits=values, cgroup_path=self.node.cgroups.instance_path(str(ctid)), init=row["init"],
                     cpuset=self._cpuset(ctid, values.get("cpus", 0)),
-                    log_path=self.node.config.log_dir / f"{ctid}.console.log")
+                    log_path=self.node.config.log_dir / f"{ctid}.console.log",
+                    mounts=self.node.lxcfs.oci_mounts() if self.node.lxcfs and self.node.lxcfs.running() else [],
+                    cpu_shares=A.cpu_shares(values.get("cpuunits", 1000), values.get("cpuguarantee", 0),
+                                            self.node.facts.cpus))
 
     def _cpuset(self, ctid: int, count: int) -> str:
         """Spread pinned instances: take the `count` CPUs that the fewest running instances use."""
@@ -272,6 +278,8 @@ class InstanceService:
         base = {k: row["live"].get(k, v) for k, v in row["limits"].items()} if running else row["limits"]
         live_values = L.validate(limits or {}, self.node.facts, base=base)
         saved_values = L.validate(limits or {}, self.node.facts, base=row["limits"])
+        if limits:
+            AccountingService(self.node).admit(row["name"], saved_values if save else live_values, old=row["limits"])
         op = self._op("instance.set", row, {"limits": limits or {}, "hostname": hostname, "save": save})
 
         def run(o: Operation, p: Progress):

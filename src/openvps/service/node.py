@@ -43,6 +43,13 @@ class Node:
         self.facts = facts or node_facts()
         self.runner = Runner(self.store, workers=config.workers)
         self.orphans: list[str] = []
+        self.lxcfs = None                  # the node's lxcfs (drivers/lxcfs.py) once start_background ran
+        self.background: list = []         # helpers with a stop(): event watcher, lxcfs supervisor
+
+    def start_background(self) -> None:
+        """The daemon's helpers (lxcfs if enabled, the limit/OOM event watcher); Node.close stops them."""
+        from .accounting import start_background
+        self.background = start_background(self)
 
     def bundle(self, ctid: int) -> Path:
         return self.config.instances_dir / str(ctid)
@@ -64,6 +71,12 @@ class Node:
         }
 
     def close(self) -> None:
+        for helper in reversed(self.background):
+            try:
+                helper.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(helper).__name__)
+        self.background = []
         self.runner.shutdown()
         self.cgroups.prune(ancestors=own_memory_cgroup())
         self.store.close()

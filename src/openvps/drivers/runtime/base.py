@@ -19,6 +19,8 @@ class Spec:
     cpuset: str = ""              # "" = all CPUs
     log_path: Path | None = None  # the instance's console output
     env: dict[str, str] = field(default_factory=dict)
+    mounts: list[dict] = field(default_factory=list)   # extra OCI mounts after the defaults (e.g. lxcfs files)
+    cpu_shares: int | None = None  # cpu.shares when a CPU guarantee raises it above cpuunits (None: from cpuunits)
 
     @property
     def rootfs(self) -> Path:
