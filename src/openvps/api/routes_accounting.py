@@ -1,8 +1,10 @@
 """Accounting routes: beancounters, limit/OOM events, node capacity and split."""
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ..service.accounting import AccountingService
 
@@ -28,7 +30,8 @@ def reset(req: Request, ident: str):
 
 @router.get("/beancounters", summary="Beancounters of every running instance")
 def beancounters_all(req: Request):
-    return _acc(req).beancounters_all()
+    # plain ints and strings: skip FastAPI's generic encoder (it dominates for 200 instances)
+    return Response(json.dumps(_acc(req).beancounters_all()), media_type="application/json")
 
 
 @router.get("/instances/{ident}/events", summary="Limit hits and OOM kills of one instance, newest first")

@@ -31,7 +31,8 @@ class Row:
     failcnt: int
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"resource": self.resource, "held": self.held, "maxheld": self.maxheld, "barrier": self.barrier,
+                "limit": self.limit, "failcnt": self.failcnt}
 
 
 def is_unlimited(v: int | None) -> bool:
