@@ -94,10 +94,13 @@ class Lxcfs:
         raise RuntimeError(f"lxcfs did not mount {self.mountpoint} within {timeout}s")
 
     def stop(self) -> None:
+        # lxcfs does not leave its FUSE loop on SIGTERM; unmounting ends the session and it exits
+        if fuse_mounted(self.mountpoint):
+            _umount(str(self.mountpoint))
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(2)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
