@@ -210,3 +210,30 @@ def test_free_in_a_debian_instance_shows_its_ram(daemon, template_dir):
     out = daemon.ok("exec", "deb", "--", "free", "-m")
     mem = next(ln.split() for ln in out.splitlines() if ln.startswith("Mem:"))
     assert mem[1] == "64", out
+
+
+def test_diskspace_quota_stops_a_writer_and_df_inside_shows_it(daemon):
+    t = time.monotonic()
+    daemon.ok("create", "109", "--name", "disk", "--diskspace", "64M", "--start")
+    with_quota = time.monotonic() - t
+    df = daemon.sh("disk", "df -k / | tail -1").split()
+    assert 48 * 1024 < int(df[1]) <= 64 * 1024, df          # overlayfs reports its upper filesystem: the image
+    p = daemon.cli("exec", "disk", "--", "dd", "if=/dev/zero", "of=/root/big", "bs=1M", "count=100")
+    assert p.returncode != 0 and "No space left" in p.stderr + p.stdout, (p.returncode, p.stderr)
+    size = int(daemon.sh("disk", "wc -c < /root/big"))
+    assert 32 * MIB < size < 64 * MIB
+    assert json.loads(daemon.ok("status", "disk", "--json"))["state"] == "running"
+    assert daemon.sh("disk", "rm /root/big && echo freed") == "freed"
+    daemon.sh("disk", "echo kept > /root/small")
+    p = daemon.cli("set", "disk", "--diskspace", "1G", "--save")
+    assert p.returncode == 1 and "fixed" in p.stderr
+    daemon.ok("stop", "disk")
+    assert daemon.residue()["mounts"] == []                  # overlay and the image's loop mount are gone
+    daemon.ok("start", "disk")
+    assert daemon.sh("disk", "cat /root/small") == "kept"
+    daemon.ok("destroy", "disk", "--force")
+    assert daemon.residue() == {"runc": [], "mounts": [], "cgroups": [], "dirs": []}
+    t = time.monotonic()
+    daemon.ok("create", "110", "--name", "plain", "--start")
+    plain = time.monotonic() - t
+    print(f"create+start with a 64M diskspace image {with_quota * 1000:.0f} ms, without {plain * 1000:.0f} ms")

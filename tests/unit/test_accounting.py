@@ -289,3 +289,15 @@ def test_cpuguarantee_reaches_the_runtime_as_cpu_shares(node, runtime, make):
     spec = runtime.runs[-1]
     assert spec.cpu_shares == A.cpu_shares(1000, 100, node.facts.cpus)
     assert spec.mounts == []                             # no lxcfs on the fakes
+
+
+def test_diskspace_goes_to_storage_at_create_and_is_fixed_afterwards(node, storage, svc, make):
+    inst = make("d", limits={"diskspace": "1G"})
+    assert storage.quotas[node.bundle(inst["ctid"])] == G
+    assert inst["limits_display"]["diskspace"] == "1G"
+    from openvps.domain.errors import InvalidArgument
+    with pytest.raises(InvalidArgument) as e:
+        svc.set("d", limits={"diskspace": "2G"}, save=True)
+    assert "fixed" in e.value.message
+    with pytest.raises(InvalidArgument):
+        svc.create(name="tiny", template="minimal", limits={"diskspace": "1M"})

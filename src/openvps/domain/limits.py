@@ -88,6 +88,10 @@ LIMITS: dict[str, Limit] = {lim.key: lim for lim in (
           "node's RAM+swap x overcommit_ratio", minimum=16 * MIB, maximum=_node_mem,
           cgroup="(accounting only; oomguarpages barrier)", alias="vzctl --oomguarpages", zero_means="ram",
           examples=("0", "256M")),
+    Limit("diskspace", "size", 0, "disk space quota for the instance's own files: an ext4 image, loop-mounted "
+          "under its overlay layer (df inside shows it); fixed at create", minimum=64 * MIB, live=False,
+          cgroup="(storage) ext4 image file holding the overlay upper+work", alias="vzctl --diskspace",
+          zero_means="unlimited", examples=("0", "10G")),
     Limit("pids", "int", 4096, "maximum number of processes and threads", minimum=16, maximum=4194304,
           cgroup="pids.max", alias="vzctl --numproc", zero_means="unlimited"),
 )}

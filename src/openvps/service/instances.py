@@ -110,7 +110,7 @@ class InstanceService:
             lower = self.node.templates.rootfs(row["template"])
             progress(0.1, "cloning the template")
             undo.add("remove the instance files", lambda: self.node.storage.destroy(bundle))
-            self.node.storage.create(bundle, lower)
+            self.node.storage.create(bundle, lower, quota=row["limits"].get("diskspace", 0))
             rootfs = self.node.storage.mount(bundle, lower)
             try:
                 progress(0.4, "setting up hostname and keys")
@@ -272,6 +272,9 @@ class InstanceService:
         if not running and not save:
             raise InvalidArgument(f"instance {row['name']} is stopped: nothing to apply live; "
                                   "add --save to change its saved configuration")
+        if (limits or {}).get("diskspace") is not None:
+            raise InvalidArgument("diskspace is fixed when the instance is created (its image cannot be resized "
+                                  "yet); create a new instance with the size you need", key="diskspace")
         if hostname is not None:
             validate_hostname(hostname)
             _hostname_needs_thawed(row)

@@ -10,8 +10,9 @@ class Storage(ABC):
     capabilities: frozenset[str] = frozenset()   # "cow_clone"
 
     @abstractmethod
-    def create(self, bundle: Path, template_rootfs: Path) -> None:
-        """Make the instance's private layer under bundle (nothing mounted yet)."""
+    def create(self, bundle: Path, template_rootfs: Path, quota: int = 0) -> None:
+        """Make the instance's private layer under bundle (nothing mounted yet); quota (bytes, 0 = none)
+        caps the space that layer may use."""
 
     @abstractmethod
     def mount(self, bundle: Path, template_rootfs: Path) -> Path:

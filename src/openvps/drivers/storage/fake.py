@@ -22,11 +22,14 @@ class FakeStorage(Storage):
         self.fail_mount = fail_mount
         self.mounted: set[Path] = set()
         self.calls: list[tuple[str, Path]] = []
+        self.quotas: dict[Path, int] = {}          # bundle -> diskspace given at create
         self._lock = threading.Lock()
 
-    def create(self, bundle: Path, template_rootfs: Path) -> None:
+    def create(self, bundle: Path, template_rootfs: Path, quota: int = 0) -> None:
         with self._lock:
             self.calls.append(("create", bundle))
+            if quota:
+                self.quotas[bundle] = quota
             for d in ("upper", "rootfs"):
                 (bundle / d).mkdir(parents=True, exist_ok=True)
 
