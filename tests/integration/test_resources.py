@@ -237,3 +237,21 @@ def test_diskspace_quota_stops_a_writer_and_df_inside_shows_it(daemon):
     daemon.ok("create", "110", "--name", "plain", "--start")
     plain = time.monotonic() - t
     print(f"create+start with a 64M diskspace image {with_quota * 1000:.0f} ms, without {plain * 1000:.0f} ms")
+
+
+def test_lxcfs_after_a_daemon_crash_is_replaced_and_remounted(daemon):
+    if not (daemon.home / "lxcfs.pid").exists():
+        pytest.skip("lxcfs is not installed (scripts/setup-host.sh installs it)")
+    daemon.ok("create", "111", "--name", "crashview", "--ram", "96M", "--start")
+    assert daemon.sh("crashview", "grep MemTotal /proc/meminfo").split()[1] == str(96 * 1024)
+    old = int((daemon.home / "lxcfs.pid").read_text())
+    daemon.kill9()                 # no clean-up ran: the old lxcfs still serves the instance
+    p = subprocess.run(["runc", "--root", str(daemon.runc_root), "exec", "111", "grep", "MemTotal", "/proc/meminfo"],
+                       capture_output=True, text=True, timeout=OPENVPS_EXEC_TIMEOUT)
+    assert p.returncode == 0 and p.stdout.split()[1] == str(96 * 1024), p.stderr
+    daemon.start()                 # replaces the orphaned lxcfs and re-mounts its files
+    new = int((daemon.home / "lxcfs.pid").read_text())
+    assert new != old
+    assert wait_for(lambda: not os.path.exists(f"/proc/{old}"), timeout=5)
+    assert daemon.sh("crashview", "grep MemTotal /proc/meminfo").split()[1] == str(96 * 1024)
+    assert json.loads(daemon.ok("status", "crashview", "--json"))["state"] == "running"

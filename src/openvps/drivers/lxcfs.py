@@ -70,15 +70,46 @@ class Lxcfs:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and fuse_mounted(self.mountpoint)
 
-    def start(self, timeout: float = 10) -> None:
-        if fuse_mounted(self.mountpoint):          # a stale mount of an lxcfs that died with us
+    @property
+    def pidfile(self) -> Path:
+        return self.mountpoint.parent / "lxcfs.pid"
+
+    def _ours(self, pid: int) -> bool:
+        """Is pid an lxcfs serving our mountpoint (i.e. one this home's daemon started)?"""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return any(a.endswith(b"lxcfs") for a in argv[:1]) and str(self.mountpoint).encode() in argv
+
+    def _retire_previous(self) -> None:
+        """An lxcfs left by a daemon that was killed keeps serving our mountpoint: unmounting ends it.
+        Wait for it to exit (it removes its pidfile and releases its lock on the way out)."""
+        try:
+            old = int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            old = 0
+        if fuse_mounted(self.mountpoint):
             _umount(str(self.mountpoint))
+        if old and self._ours(old):
+            end = time.monotonic() + 3
+            while time.monotonic() < end and self._ours(old):
+                time.sleep(0.02)
+            if self._ours(old):
+                os.kill(old, 9)
+                end = time.monotonic() + 2
+                while time.monotonic() < end and self._ours(old):
+                    time.sleep(0.02)
+        self.pidfile.unlink(missing_ok=True)
+
+    def start(self, timeout: float = 10) -> None:
+        self._retire_previous()
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
                 [self.binary, "--foreground", "--enable-loadavg", "--enable-cfs", "--enable-pidfd",
-                 "--pidfile", str(self.mountpoint.parent / "lxcfs.pid"), str(self.mountpoint)],
+                 "--pidfile", str(self.pidfile), str(self.mountpoint)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         finally:
             if out is not subprocess.DEVNULL:
@@ -107,7 +138,7 @@ class Lxcfs:
         self.proc = None
         if fuse_mounted(self.mountpoint):
             _umount(str(self.mountpoint))
-        (self.mountpoint.parent / "lxcfs.pid").unlink(missing_ok=True)
+        self.pidfile.unlink(missing_ok=True)
 
     def sources(self) -> list[tuple[str, str]]:
         """(host file, destination inside) for every file this lxcfs serves."""
