@@ -12,7 +12,7 @@ fi
 need=()
 # command:package
 for pair in runc:runc debootstrap:debootstrap zstd:zstd ssh-keygen:openssh-client ssh:openssh-client \
-            ip:iproute2 nft:nftables nsenter:util-linux ps:procps tar:tar; do
+            ip:iproute2 nft:nftables nsenter:util-linux ps:procps tar:tar lxcfs:lxcfs; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # the minimal template copies the host's busybox into instances: it must be the static build

@@ -36,6 +36,10 @@ class Config:
     uplink: str = "eth0"            # the node's interface towards upstream (inside node_netns)
     public_pool: str = ""           # public (elastic) addresses: 198.51.100.0/28 or first-last
     default_subnet: str = "10.88.0.0/24"   # the network "default" made at first start
+    overcommit_ratio: float = 1.0   # guarantees may total (RAM+swap) x this; admission control refuses more
+    lxcfs: bool = True              # run one lxcfs for the node so /proc inside shows the instance's limits
+    lxcfs_binary: str = "lxcfs"
+    events_interval: float = 1.0    # seconds between polls of the counters behind limit/OOM events
 
     @property
     def home_path(self) -> Path:
@@ -97,5 +101,19 @@ def load(home: str | None = None, env: dict | None = None) -> Config:
     for f in fields(Config):
         raw = env.get(f"OPENVPS_{f.name.upper()}")
         if raw is not None and f.name != "home":
-            setattr(cfg, f.name, int(raw) if f.type in (int, "int") else raw)
+            setattr(cfg, f.name, _typed(f.name, f.type, raw))
     return cfg.finish()
+
+
+def _typed(name: str, typ, raw: str):
+    typ = getattr(typ, "__name__", typ)
+    try:
+        if typ == "int":
+            return int(raw)
+        if typ == "float":
+            return float(raw)
+    except ValueError:
+        raise SystemExit(f"OPENVPS_{name.upper()}={raw!r}: expected a number") from None
+    if typ == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw

@@ -74,6 +74,7 @@ def serve(cfg: Config) -> None:
     node = Node(cfg)
     report = node.reconcile()
     log.info("reconciled: %s", report)
+    node.start_background()
     app = create_app(node)
     sock = Path(cfg.socket)
     sock.unlink(missing_ok=True)

@@ -121,7 +121,8 @@ class Daemon:
     def residue(self) -> dict:
         """What this home has left on the host (must be empty after destroy)."""
         inst = self.home / "instances"
-        return {"runc": self.runc_containers(), "mounts": self.mounts(),
+        lxcfs = os.path.realpath(self.home) + "/lxcfs"    # the daemon's own lxcfs (gone when it stops)
+        return {"runc": self.runc_containers(), "mounts": [m for m in self.mounts() if m != lxcfs],
                 "cgroups": [str(p) for p in self.cgroups.leftovers()],
                 "dirs": sorted(p.name for p in inst.iterdir()) if inst.exists() else []}
 

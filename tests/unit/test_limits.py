@@ -12,7 +12,8 @@ NODE = NodeFacts(ram_bytes=8 * G, swap_bytes=2 * G, cpus=4)
 
 
 def test_table_rows_are_complete():
-    assert list(LIMITS) == ["ram", "swap", "cpus", "cpuunits", "cpulimit", "pids"]
+    assert list(LIMITS) == ["ram", "swap", "cpus", "cpuunits", "cpulimit", "cpuguarantee", "guarantee",
+                            "diskspace", "pids"]
     for key, lim in LIMITS.items():
         assert lim.key == key
         assert lim.kind in ("size", "int", "percent")
@@ -21,7 +22,7 @@ def test_table_rows_are_complete():
 
 def test_defaults():
     assert L.defaults() == {"ram": 512 * M, "swap": 512 * M, "cpus": 0, "cpuunits": 1000, "cpulimit": 0,
-                            "pids": 4096}
+                            "cpuguarantee": 0, "guarantee": 0, "diskspace": 0, "pids": 4096}
 
 
 def test_validate_empty_gives_defaults():
@@ -127,7 +128,8 @@ def test_render(key, value, text):
 def test_render_all_skips_unknown_keys():
     values = {**L.defaults(), "cpuset": "0,1"}
     assert L.render_all(values) == {"ram": "512M", "swap": "512M", "cpus": "all", "cpuunits": "1000",
-                                    "cpulimit": "unlimited", "pids": "4096"}
+                                    "cpulimit": "unlimited", "cpuguarantee": "none",
+                                    "guarantee": "ram", "diskspace": "unlimited", "pids": "4096"}
 
 
 def test_schema_comes_from_the_table():

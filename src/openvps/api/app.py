@@ -19,7 +19,7 @@ from ..service.node import Node
 from ..service.operations import OperationService, op_etag, op_view
 from ..service.templates import TemplateService
 from ..service.users import Actor, UserService, etag
-from . import errors, exec_ws, routes_events, routes_instances, routes_users
+from . import errors, exec_ws, routes_accounting, routes_events, routes_instances, routes_users
 from .auth import admin_actor, current_actor
 from .common import accepted, limits_of  # noqa: F401  (kept importable from here)
 from .schemas import BuildTemplate
@@ -143,6 +143,8 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(routes_instances.router)
     app.include_router(routes_users.router)
     app.include_router(routes_events.router)
+    # beancounters, limit events and capacity read the node's kernel counters: admin only (for now)
+    app.include_router(routes_accounting.router, dependencies=[Depends(admin_actor)])
     app.include_router(exec_ws.router)
     from . import routes_network
     # the node's networks, forwards, public addresses and firewall are the operator's: admin only (for now)

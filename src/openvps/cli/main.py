@@ -472,5 +472,12 @@ def token_revoke(token_id: str = typer.Argument(..., help="token id from `openvp
     print(f"token {token_id} revoked")
 
 
+# ------------------------------------------------------------------ accounting (cli/accounting.py)
+from . import accounting as _accounting  # noqa: E402
+
+_accounting.register(app, handled=handled, client=lambda: client(), follow=lambda *a, **k: follow(*a, **k),
+                     json_opt=JSON)
+
+
 def run() -> None:
     app()

@@ -80,6 +80,18 @@ LIMITS: dict[str, Limit] = {lim.key: lim for lim in (
     Limit("cpulimit", "percent", 0, "hard CPU cap in percent of one CPU (100 = one full CPU)", minimum=0,
           maximum=lambda n: 100 * n.cpus, cgroup="cpu.cfs_quota_us / cpu.max", alias="vzctl --cpulimit, pct cpulimit",
           unit="%", zero_means="unlimited"),
+    Limit("cpuguarantee", "percent", 0, "guaranteed CPU in percent of one CPU (a burstable size: the guarantee "
+          "holds under contention, --cpulimit caps the burst)", minimum=0, maximum=lambda n: 100 * n.cpus,
+          cgroup="cpu.shares / cpu.weight raised to g% of the node's CPUs", alias="pct cpuunits (guaranteed share)",
+          unit="%", zero_means="none"),
+    Limit("guarantee", "size", 0, "memory promised to the instance, counted by admission control against the "
+          "node's RAM+swap x overcommit_ratio", minimum=16 * MIB, maximum=_node_mem,
+          cgroup="(accounting only; oomguarpages barrier)", alias="vzctl --oomguarpages", zero_means="ram",
+          examples=("0", "256M")),
+    Limit("diskspace", "size", 0, "disk space quota for the instance's own files: an ext4 image, loop-mounted "
+          "under its overlay layer (df inside shows it); fixed at create", minimum=64 * MIB, live=False,
+          cgroup="(storage) ext4 image file holding the overlay upper+work", alias="vzctl --diskspace",
+          zero_means="unlimited", examples=("0", "10G")),
     Limit("pids", "int", 4096, "maximum number of processes and threads", minimum=16, maximum=4194304,
           cgroup="pids.max", alias="vzctl --numproc", zero_means="unlimited"),
 )}

@@ -16,6 +16,8 @@ from ..drivers.runtime import Spec
 from .. import faults
 from ..drivers.templates import base as tbase
 from ..drivers.templates import setup as tsetup
+from ..domain import accounting as A
+from .accounting import AccountingService
 from .node import Node
 from .ops import Operation, Progress, Reverter
 from .users import ROOT, Actor, UserService, check_if_match
@@ -102,6 +104,7 @@ class InstanceService:
             validate_ctid(ctid)
         hostname = validate_hostname(hostname or name)
         values = L.validate(limits or {}, self.node.facts)
+        AccountingService(self.node).admit(name, values)
         for key in ssh_keys or []:
             try:
                 tsetup.validate_ssh_key(key)
@@ -172,7 +175,7 @@ class InstanceService:
             lower = self.node.templates.rootfs(row["template"])
             progress(0.1, "cloning the template")
             undo.add("remove the instance files", lambda: self.node.storage.destroy(bundle))
-            self.node.storage.create(bundle, lower, self._idmap(row))
+            self.node.storage.create(bundle, lower, self._idmap(row), quota=row["limits"].get("diskspace", 0))
             rootfs = self.node.storage.mount(bundle, lower, self._idmap(row))
             try:
                 progress(0.4, "setting up hostname and keys")
@@ -284,7 +287,10 @@ class InstanceService:
                     limits=values, cgroup_path=self.node.cgroups.instance_path(str(ctid)), init=row["init"],
                     cpuset=self._cpuset(ctid, values.get("cpus", 0)),
                     log_path=self.node.config.log_dir / f"{ctid}.console.log",
-                    netns=self.node.networks.netns_path(ctid), idmap=self._idmap(row))
+                    netns=self.node.networks.netns_path(ctid), idmap=self._idmap(row),
+                    mounts=self.node.lxcfs.oci_mounts() if self.node.lxcfs and self.node.lxcfs.running() else [],
+                    cpu_shares=A.cpu_shares(values.get("cpuunits", 1000), values.get("cpuguarantee", 0),
+                                            self.node.facts.cpus))
 
     def _cpuset(self, ctid: int, count: int) -> str:
         """Spread pinned instances: take the `count` CPUs that the fewest running instances use."""
@@ -377,6 +383,9 @@ class InstanceService:
         if not running and not save:
             raise InvalidArgument(f"instance {row['name']} is stopped: nothing to apply live; "
                                   "add --save to change its saved configuration")
+        if (limits or {}).get("diskspace") is not None:
+            raise InvalidArgument("diskspace is fixed when the instance is created (its image cannot be resized "
+                                  "yet); create a new instance with the size you need", key="diskspace")
         if hostname is not None:
             validate_hostname(hostname)
             _hostname_needs_thawed(row)
@@ -385,6 +394,8 @@ class InstanceService:
         saved_values = L.validate(limits or {}, self.node.facts, base=row["limits"])
         if save:
             self.users.check_quota(row["owner"], ram_delta=saved_values.get("ram", 0) - row["limits"].get("ram", 0))
+        if limits:
+            AccountingService(self.node).admit(row["name"], saved_values if save else live_values, old=row["limits"])
         op = self._op("instance.set", row, {"limits": limits or {}, "hostname": hostname, "save": save})
 
         def run(o: Operation, p: Progress):

@@ -53,6 +53,8 @@ class Node:
                                               home_id=config.home_id, uplink=config.uplink)
         from .networks import NetworkService
         self.networks = NetworkService(self)
+        self.lxcfs = None                  # the node's lxcfs (drivers/lxcfs.py) once start_background ran
+        self.background: list = []         # helpers with a stop(): event watcher, lxcfs supervisor
 
     def event(self, type: str, row: dict | None = None, **data) -> None:
         """Record a lifecycle event (best effort: an event never fails the work it reports)."""
@@ -61,6 +63,11 @@ class Node:
             self.store.add_event(type, str(row["ctid"]) if row else None, {**extra, **data})
         except Exception:
             log.exception("could not record event %s", type)
+
+    def start_background(self) -> None:
+        """The daemon's helpers (lxcfs if enabled, the limit/OOM event watcher); Node.close stops them."""
+        from .accounting import start_background
+        self.background = start_background(self)
 
     def bundle(self, ctid: int) -> Path:
         return self.config.instances_dir / str(ctid)
@@ -84,6 +91,12 @@ class Node:
         }
 
     def close(self) -> None:
+        for helper in reversed(self.background):
+            try:
+                helper.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(helper).__name__)
+        self.background = []
         self.runner.shutdown()
         self.networks.shutdown()
         self.cgroups.prune(ancestors=own_memory_cgroup())

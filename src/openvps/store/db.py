@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, InsufficientResources, NotFound
 from .accounts import AccountsMixin
-from .models import InstanceRow, OperationRow, utcnow
+from .models import InstanceRow, LimitEventRow, OperationRow, utcnow
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -185,6 +185,22 @@ class Store(AccountsMixin):
                 q = q.where(OperationRow.status == status)
             if owner:
                 q = q.where(OperationRow.owner == owner)
+            return [_row_dict(r) for r in s.scalars(q)]
+
+    # ---- limit events (limit hits, OOM kills); lifecycle events are in accounts.py
+    def add_limit_event(self, **values) -> dict:
+        with self._tx() as s:
+            row = LimitEventRow(**values)
+            s.add(row)
+            s.flush()
+            return _row_dict(row)
+
+    def list_limit_events(self, ctid: int | None = None, limit: int = 100) -> list[dict]:
+        """Newest first."""
+        with self._sessions() as s:
+            q = select(LimitEventRow).order_by(LimitEventRow.id.desc()).limit(limit)
+            if ctid is not None:
+                q = q.where(LimitEventRow.ctid == ctid)
             return [_row_dict(r) for r in s.scalars(q)]
 
 

@@ -83,3 +83,18 @@ class EventRow(Base):
     type: Mapped[str] = mapped_column(String(64), nullable=False)
     instance: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+
+
+class LimitEventRow(Base):
+    """A limit hit or an OOM kill seen in an instance's counters (kept when the instance is destroyed)."""
+    __tablename__ = "limit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    ctid: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    instance: Mapped[str] = mapped_column(String(63), nullable=False)
+    resource: Mapped[str] = mapped_column(String(32), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    process: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    advice: Mapped[str] = mapped_column(Text, nullable=False, default="")

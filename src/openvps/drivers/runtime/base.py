@@ -22,6 +22,8 @@ class Spec:
     env: dict[str, str] = field(default_factory=dict)
     idmap: tuple[int, int] | None = None   # (host base uid, size): own user namespace; None = privileged
     netns: str | None = None      # join this network namespace (a path) instead of a new, empty one
+    mounts: list[dict] = field(default_factory=list)   # extra OCI mounts after the defaults (e.g. lxcfs files)
+    cpu_shares: int | None = None  # cpu.shares when a CPU guarantee raises it above cpuunits (None: from cpuunits)
 
     @property
     def rootfs(self) -> Path:

@@ -40,12 +40,12 @@ MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/late
 READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
-def resources(limits: dict[str, int], cpuset: str = "") -> dict:
+def resources(limits: dict[str, int], cpuset: str = "", shares: int | None = None) -> dict:
     """The linux.resources block; also what `runc update --resources -` takes."""
     ram, swap = limits["ram"], limits["swap"]
     res: dict = {
         "memory": {"limit": ram, "swap": ram + swap},   # runc's swap = memsw = RAM + swap
-        "cpu": {"shares": max(2, limits["cpuunits"] * 1024 // 1000), "period": CPU_PERIOD,
+        "cpu": {"shares": shares or max(2, limits["cpuunits"] * 1024 // 1000), "period": CPU_PERIOD,
                 "quota": limits["cpulimit"] * CPU_PERIOD // 100 if limits["cpulimit"] else -1},
         "pids": {"limit": limits["pids"] if limits["pids"] else -1},
     }
@@ -77,10 +77,11 @@ def config(spec: Spec, nofile_hard: int = 20000) -> dict:
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": spec.hostname,
-        "mounts": MOUNTS,
+        "mounts": MOUNTS + list(spec.mounts),
         "linux": {
             "cgroupsPath": spec.cgroup_path,
-            "resources": {"devices": [{"allow": False, "access": "rwm"}], **resources(spec.limits, spec.cpuset)},
+            "resources": {"devices": [{"allow": False, "access": "rwm"}],
+                          **resources(spec.limits, spec.cpuset, spec.cpu_shares)},
             "namespaces": namespaces,
             **idmaps,
             "maskedPaths": MASKED,

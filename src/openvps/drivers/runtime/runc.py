@@ -157,7 +157,7 @@ class RuncRuntime(Runtime):
 
     def update(self, cid: str, spec: Spec) -> None:
         self.write_bundle(spec)   # so a later restart of runc state sees the same values
-        res = oci.resources(spec.limits, spec.cpuset)
+        res = oci.resources(spec.limits, spec.cpuset, spec.cpu_shares)
         self._run("update", "--resources", "-", cid, input=json.dumps(res).encode())
 
     def exec(self, cid, argv, *, tty, env=None, cwd=None, stdin=None, stdout=None, stderr=None, preexec_fn=None):

@@ -10,9 +10,11 @@ class Storage(ABC):
     capabilities: frozenset[str] = frozenset()   # "cow_clone"
 
     @abstractmethod
-    def create(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> None:
+    def create(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None,
+               quota: int = 0) -> None:
         """Make the instance's private layer under bundle (nothing mounted yet). With idmap
-        (host base uid, size) its root belongs to the instance's own (shifted) root."""
+        (host base uid, size) its root belongs to the instance's own (shifted) root; quota (bytes,
+        0 = none) caps the space that layer may use."""
 
     @abstractmethod
     def mount(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> Path:

@@ -23,12 +23,16 @@ class FakeStorage(Storage):
         self.mounted: set[Path] = set()
         self.calls: list[tuple[str, Path]] = []
         self.idmaps: dict[Path, tuple[int, int] | None] = {}
+        self.quotas: dict[Path, int] = {}          # bundle -> diskspace given at create
         self._lock = threading.Lock()
 
-    def create(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None) -> None:
+    def create(self, bundle: Path, template_rootfs: Path, idmap: tuple[int, int] | None = None,
+               quota: int = 0) -> None:
         with self._lock:
             self.calls.append(("create", bundle))
             self.idmaps[bundle] = idmap
+            if quota:
+                self.quotas[bundle] = quota
             for d in ("upper", "rootfs"):
                 (bundle / d).mkdir(parents=True, exist_ok=True)
 
