@@ -39,6 +39,11 @@ def install(app: FastAPI) -> None:
                 412: "precondition_failed", 422: "invalid_argument", 429: "too_many_requests"}.get(exc.status_code, "http_error")
         return JSONResponse(body(code, str(exc.detail)), status_code=exc.status_code)
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(_req: Request, exc: OverflowError):
+        # a number too large for the store (e.g. an id of 2**63): bad input, not our crash
+        return JSONResponse(body("invalid_argument", "a number in the request is out of range"), status_code=400)
+
     @app.exception_handler(Exception)
     async def _crash(_req: Request, exc: Exception):
         log.exception("unhandled error")

@@ -377,9 +377,9 @@ class InstanceService:
         if not (limits or hostname):
             raise InvalidArgument("nothing to change: give a limit (e.g. --ram 1G), --hostname, --ipadd/--ipdel, "
                                   "--nameserver, --searchdomain, --tag, --untag or --description")
-        if net_change or meta is not None:
-            raise InvalidArgument("change limits or the hostname separately from addresses, DNS, tags and the "
-                                  "description (two `set` calls)")
+        if net_change:
+            raise InvalidArgument("change limits or the hostname separately from addresses and DNS "
+                                  "(two `set` calls)")
         if not running and not save:
             raise InvalidArgument(f"instance {row['name']} is stopped: nothing to apply live; "
                                   "add --save to change its saved configuration")
