@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from create_start import OPENVPS, Daemon, log, mounts_under, pct  # noqa: E402
+from create_start import OPENVPS, Daemon, finish, log, mounts_under, pct  # noqa: E402
 
 from openvps.config import Config, own_memory_cgroup  # noqa: E402
 from openvps.drivers.cgroup import Cgroups  # noqa: E402
@@ -111,6 +111,7 @@ def main() -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     root = Path(tempfile.mkdtemp(prefix="openvps-bench-acct-"))
+    os.chmod(root, 0o711)   # an unprivileged instance's root must reach its bundle (traverse, not list)
     tdir = Path(args.template_dir)
     if not (tdir / args.template / "template.json").exists():
         from openvps.drivers.templates.cache import TemplateCache
@@ -129,19 +130,7 @@ def main() -> int:
         log(f"bench failed: {type(e).__name__}: {e}")
         code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            daemon.cleanup()
-        except Exception as e:
-            log(f"daemon clean-up: {e}")
-            code = code or 1
-        left = mounts_under(root)
-        if left:
-            log(f"NOT removing {root}: still mounted: {left}")
-            code = code or 1
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        code = finish(root, code, ("daemon", daemon.cleanup))
     return code
 
 

@@ -444,21 +444,29 @@ def main() -> int:
         log(f"bench failed: {type(e).__name__}: {e}")
         code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the clean-up must finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for what, fn in (("daemon", daemon.cleanup), ("floor", state["floor"].cleanup if "floor" in state else None)):
-            try:
-                if fn:
-                    fn()
-            except Exception as e:
-                log(f"{what} clean-up: {e}")
-                code = code or 1
-        left = mounts_under(root)
-        if left:
-            log(f"NOT removing {root}: still mounted: {left}")
+        code = finish(root, code, ("daemon", daemon.cleanup),
+                      ("floor", state["floor"].cleanup if "floor" in state else None))
+    return code
+
+
+def finish(root: Path, code: int, *cleanups) -> int:
+    """Run every (name, fn) clean-up even if one fails, then remove root unless something is still
+    mounted under it; return the exit code (1 if any clean-up failed). Shared with the other benches."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the clean-up must finish
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for what, fn in cleanups:
+        try:
+            if fn:
+                fn()
+        except Exception as e:
+            log(f"{what} clean-up: {e}")
             code = code or 1
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    left = mounts_under(root)
+    if left:
+        log(f"NOT removing {root}: still mounted: {left}")
+        code = code or 1
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     return code
 
 
