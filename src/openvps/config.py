@@ -40,6 +40,8 @@ class Config:
     lxcfs: bool = True              # run one lxcfs for the node so /proc inside shows the instance's limits
     lxcfs_binary: str = "lxcfs"
     events_interval: float = 1.0    # seconds between polls of the counters behind limit/OOM events
+    rate_limit: float = 50.0        # API requests per second per user over TCP (0 = no limit); 429 beyond
+    rate_burst: int = 200           # requests a user may make at once before rate_limit applies
 
     @property
     def home_path(self) -> Path:

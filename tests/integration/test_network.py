@@ -76,6 +76,16 @@ def test_ipadd_ipam_set_and_nameservers(netd):
     d.ok("set", "a", "--ipadd", "10.88.0.60")
     assert "10.88.0.60/24" in d.sh("a", "ip addr show eth0")
     assert "1 packets received" in d.sh("b", "ping -c1 -W2 10.88.0.60")
+    # /metrics counts each instance's traffic from its veths (ping: 84-byte packets, plus ARP)
+    counters = {}
+    for line in d.client.metrics().splitlines():
+        if line.startswith("openvps_instance_network_"):
+            name, value = line.rsplit(" ", 1)
+            counters[name] = int(value)
+    def net(metric, inst):
+        return counters[f'openvps_instance_network_{metric}_total{{ctid="{inst["ctid"]}",name="{inst["name"]}",owner="admin"}}']
+    assert net("rx_bytes", a) >= 84 and net("rx_packets", a) >= 1 and net("tx_packets", a) >= 1
+    assert net("tx_bytes", b) >= 84
     d.ok("set", "a", "--ipdel", "10.88.0.60")
     assert "10.88.0.60" not in d.sh("a", "ip addr show eth0")
     # a stopped instance keeps its address; after a restart it is there again

@@ -21,6 +21,7 @@ from ..service.templates import TemplateService
 from ..service.users import Actor, UserService, etag
 from . import errors, exec_ws, routes_accounting, routes_events, routes_instances, routes_users
 from .auth import admin_actor, current_actor
+from .ratelimit import RateLimiter
 from .common import accepted, limits_of  # noqa: F401  (kept importable from here)
 from .schemas import BuildTemplate
 
@@ -138,16 +139,17 @@ def create_app(node: Node) -> FastAPI:
     app.state.users = UserService(node)
     app.state.operations = OperationService(node)
     app.state.request_stats = RequestStats()
+    app.state.rate_limiter = RateLimiter(node.config.rate_limit, node.config.rate_burst)
     errors.install(app)
     app.include_router(api)
     app.include_router(routes_instances.router)
     app.include_router(routes_users.router)
     app.include_router(routes_events.router)
-    # beancounters, limit events and capacity read the node's kernel counters: admin only (for now)
-    app.include_router(routes_accounting.router, dependencies=[Depends(admin_actor)])
+    # beancounters and limit events: scoped to the caller's instances; capacity and split: admins
+    app.include_router(routes_accounting.router)
     app.include_router(exec_ws.router)
     from . import routes_network
-    # the node's networks, forwards, public addresses and firewall are the operator's: admin only (for now)
-    app.include_router(routes_network.router, dependencies=[Depends(admin_actor)])
+    # users manage the forwards, addresses and rules of their own instances (scoped in the service)
+    app.include_router(routes_network.router)
     _request_metrics(app, app.state.request_stats)
     return app

@@ -7,6 +7,7 @@ from fastapi import Request
 from ..service.users import ROOT, Actor
 
 TCP = "openvps.tcp"
+RATED = "openvps.rated"
 
 
 def tcp_app(app):
@@ -25,7 +26,11 @@ def actor_for(scope: dict, headers, users) -> Actor:
 
 
 def current_actor(req: Request) -> Actor:
-    return actor_for(req.scope, req.headers, req.app.state.users)
+    actor = actor_for(req.scope, req.headers, req.app.state.users)
+    if req.scope.get(TCP) and not req.scope.get(RATED):
+        req.scope[RATED] = True              # once per request, however many dependencies ask
+        req.app.state.rate_limiter.take(actor.name)
+    return actor
 
 
 def admin_actor(req: Request) -> Actor:

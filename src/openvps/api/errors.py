@@ -22,7 +22,8 @@ def install(app: FastAPI) -> None:
     async def _domain(_req: Request, exc: OpenVPSError):
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status)
+        headers = {"Retry-After": str(exc.details["retry_after"])} if "retry_after" in exc.details else None
+        return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError):

@@ -1,13 +1,17 @@
 """REST routes for networking: networks, port forwards, public addresses, firewall rules.
-Changes answer 202 with an operation (like the instance endpoints); bad input 4xx at once."""
+Changes answer 202 with an operation (like the instance endpoints); bad input 4xx at once.
+A user sees and changes the forwards, rules and public addresses of their own instances; networks
+are the admin's (every user may attach instances to them)."""
 from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..service.networks import NetworkService
+from ..service.users import Actor
+from .auth import current_actor
 
 router = APIRouter(prefix="/1.0")
 
@@ -54,75 +58,75 @@ class AllowRule(BaseModel):
 
 
 @router.get("/networks", summary="List networks")
-def list_networks(req: Request):
-    return _svc(req).list_networks()
+def list_networks(req: Request, actor: Actor = Depends(current_actor)):
+    return _svc(req).list_networks(actor)
 
 
-@router.post("/networks", status_code=202, summary="Create a network: a bridge, its gateway and NAT")
-def create_network(req: Request, body: CreateNetwork):
-    return _accepted(_svc(req).create_network(body.name, body.subnet, body.nat))
+@router.post("/networks", status_code=202, summary="Create a network: a bridge, its gateway and NAT (admins only)")
+def create_network(req: Request, body: CreateNetwork, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).create_network(body.name, body.subnet, body.nat, actor=actor))
 
 
 @router.get("/networks/{name}", summary="Show a network and its leases")
-def get_network(req: Request, name: str):
-    return _svc(req).get_network(name)
+def get_network(req: Request, name: str, actor: Actor = Depends(current_actor)):
+    return _svc(req).get_network(name, actor)
 
 
-@router.delete("/networks/{name}", status_code=202, summary="Delete a network (refused while in use)")
-def delete_network(req: Request, name: str):
-    return _accepted(_svc(req).delete_network(name))
+@router.delete("/networks/{name}", status_code=202, summary="Delete a network (admins only; refused while in use)")
+def delete_network(req: Request, name: str, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).delete_network(name, actor=actor))
 
 
 @router.get("/forwards", summary="List port forwards")
-def list_forwards(req: Request):
-    return _svc(req).list_forwards()
+def list_forwards(req: Request, actor: Actor = Depends(current_actor)):
+    return _svc(req).list_forwards(actor)
 
 
 @router.post("/forwards", status_code=202, summary="Forward a node port to an instance port")
-def add_forward(req: Request, body: AddForward):
-    return _accepted(_svc(req).add_forward(body.instance, body.proto, body.ports))
+def add_forward(req: Request, body: AddForward, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).add_forward(body.instance, body.proto, body.ports, actor=actor))
 
 
 @router.delete("/forwards/{proto}/{port}", status_code=202, summary="Remove a port forward")
-def remove_forward(req: Request, proto: str, port: int):
-    return _accepted(_svc(req).remove_forward(proto, port))
+def remove_forward(req: Request, proto: str, port: int, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).remove_forward(proto, port, actor=actor))
 
 
 @router.get("/addresses", summary="List public (elastic) addresses")
-def list_addresses(req: Request):
-    return _svc(req).list_addresses()
+def list_addresses(req: Request, actor: Actor = Depends(current_actor)):
+    return _svc(req).list_addresses(actor)
 
 
-@router.post("/addresses", status_code=202, summary="Allocate a public address from the pool")
-def allocate_address(req: Request, body: AllocateAddress | None = None):
-    return _accepted(_svc(req).allocate_address((body or AllocateAddress()).address))
+@router.post("/addresses", status_code=202, summary="Allocate a public address from the pool (counts against your max_public_ips quota)")
+def allocate_address(req: Request, body: AllocateAddress | None = None, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).allocate_address((body or AllocateAddress()).address, actor=actor))
 
 
 @router.post("/addresses/{address}/associate", status_code=202, summary="Map a public address 1:1 to an instance")
-def associate(req: Request, address: str, body: Associate):
-    return _accepted(_svc(req).associate(address, body.instance))
+def associate(req: Request, address: str, body: Associate, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).associate(address, body.instance, actor=actor))
 
 
 @router.post("/addresses/{address}/disassociate", status_code=202, summary="Unmap a public address")
-def disassociate(req: Request, address: str):
-    return _accepted(_svc(req).disassociate(address))
+def disassociate(req: Request, address: str, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).disassociate(address, actor=actor))
 
 
 @router.delete("/addresses/{address}", status_code=202, summary="Release a public address to the pool")
-def release(req: Request, address: str):
-    return _accepted(_svc(req).release(address))
+def release(req: Request, address: str, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).release(address, actor=actor))
 
 
 @router.get("/firewall", summary="List firewall rules (inbound allows)")
-def list_rules(req: Request):
-    return _svc(req).list_rules()
+def list_rules(req: Request, actor: Actor = Depends(current_actor)):
+    return _svc(req).list_rules(actor)
 
 
 @router.post("/firewall", status_code=202, summary="Allow inbound traffic to an instance port")
-def allow(req: Request, body: AllowRule):
-    return _accepted(_svc(req).allow(body.instance, body.proto, body.port, body.source))
+def allow(req: Request, body: AllowRule, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).allow(body.instance, body.proto, body.port, body.source, actor=actor))
 
 
 @router.delete("/firewall/{rule_id}", status_code=202, summary="Remove a firewall rule")
-def remove_rule(req: Request, rule_id: int):
-    return _accepted(_svc(req).remove_rule(rule_id))
+def remove_rule(req: Request, rule_id: int, actor: Actor = Depends(current_actor)):
+    return _accepted(_svc(req).remove_rule(rule_id, actor=actor))

@@ -162,7 +162,8 @@ def address_list(json_out: bool = JSON):
     items = _req("GET", "/1.0/addresses")
     if json_out:
         return render.print_json(items)
-    render.table(["ADDRESS", "INSTANCE"], [[a["address"], a["instance"] or "-"] for a in items])
+    render.table(["ADDRESS", "INSTANCE", "OWNER"], [[a["address"], a["instance"] or "-", a.get("owner", "-")]
+                                                   for a in items])
 
 
 @address_app.command("associate")

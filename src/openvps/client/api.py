@@ -72,7 +72,7 @@ class Client:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None,
-                headers: dict | None = None, with_headers: bool = False) -> Any:
+                headers: dict | None = None, with_headers: bool = False, text: bool = False) -> Any:
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
         data = json.dumps(body).encode() if body is not None else None
@@ -92,6 +92,8 @@ class Client:
             except (FileNotFoundError, PermissionError) as e:
                 self.close()
                 raise self._unreachable(e) from None
+        if text and resp.status < 400:
+            return raw.decode()
         payload = json.loads(raw) if raw else None
         if resp.status >= 400:
             err = (payload or {}).get("error") if isinstance(payload, dict) else None
@@ -220,13 +222,7 @@ class Client:
                                                          "format": "json", "timeout": timeout, "limit": limit})
 
     def metrics(self) -> str:
-        conn = self._connection()
-        conn.request("GET", "/metrics", headers=self.auth_headers())
-        resp = conn.getresponse()
-        raw = resp.read().decode()
-        if resp.status >= 400:
-            raise from_dict((json.loads(raw) or {}).get("error") or {"message": f"HTTP {resp.status}"})
-        return raw
+        return self.request("GET", "/metrics", text=True)
 
     def limits(self) -> dict:
         return self.request("GET", "/1.0/limits")

@@ -80,9 +80,15 @@ class Cancelled(OpenVPSError):
     status = 409
 
 
+class RateLimited(OpenVPSError):
+    """Too many requests from one user (details: retry_after seconds)."""
+    code = "too_many_requests"
+    status = 429
+
+
 ERRORS_BY_CODE = {c.code: c for c in (OpenVPSError, InvalidArgument, NotFound, Conflict, InvalidState,
                                       InsufficientResources, Unauthenticated, Forbidden, QuotaExceeded,
-                                      PreconditionFailed, DriverError, Cancelled)}
+                                      PreconditionFailed, DriverError, Cancelled, RateLimited)}
 
 
 def from_dict(d: dict) -> OpenVPSError:

@@ -9,10 +9,11 @@ import threading
 from datetime import datetime, timezone
 
 from ..domain import accounting as A
-from ..domain.errors import InvalidArgument
+from ..domain.errors import InvalidArgument, NotFound
 from ..domain.instance import State, parse_ident
 from ..drivers.lxcfs import Lxcfs
 from .ops import Operation, Progress
+from .users import ROOT, Actor
 from .views import iso
 
 log = logging.getLogger("openvps.accounting")
@@ -42,19 +43,26 @@ class AccountingService:
         return {"ctid": row["ctid"], "name": row["name"], "state": row["state"], "version": A.VERSION,
                 "rows": [r.to_dict() for r in rows]}
 
-    def beancounters(self, ident) -> dict:
-        return self._table(self.store.get_instance(parse_ident(ident)))
+    def _row(self, ident, actor: Actor) -> dict:
+        key = parse_ident(ident)
+        row = self.store.find_instance(key)
+        if row is None or not actor.owns(row):   # another user's: missing, like everywhere
+            raise NotFound(f"no instance {key!r}; `openvps list` shows the instances", instance=str(key))
+        return row
 
-    def beancounters_all(self) -> list[dict]:
-        return [self._table(r) for r in self.store.list_instances() if r["state"] in LIVE]
+    def beancounters(self, ident, actor: Actor = ROOT) -> dict:
+        return self._table(self._row(ident, actor))
 
-    def reset(self, ident) -> dict:
-        row = self.store.get_instance(parse_ident(ident))
+    def beancounters_all(self, actor: Actor = ROOT) -> list[dict]:
+        return [self._table(r) for r in self.store.list_instances() if r["state"] in LIVE and actor.owns(r)]
+
+    def reset(self, ident, actor: Actor = ROOT) -> dict:
+        row = self._row(ident, actor)
         if row["state"] not in LIVE:
             raise InvalidArgument(f"instance {row['name']} is {row['state']}: its counters start from zero at "
                                   "the next start; nothing to reset")
         op = Operation(kind="instance.beancounters_reset", target=row["name"], args={"ctid": row["ctid"]},
-                       lock=f"instance:{row['ctid']}")
+                       lock=f"instance:{row['ctid']}", owner=row.get("owner") or ROOT.name)
 
         def run(o: Operation, _p: Progress) -> dict:
             done = self.node.cgroups.reset(str(o.args["ctid"]))
@@ -66,9 +74,12 @@ class AccountingService:
         return self.node.runner.submit(op, run)
 
     # ---------------------------------------------------------------- events
-    def events(self, ident=None, limit: int = 100) -> list[dict]:
-        ctid = self.store.get_instance(parse_ident(ident))["ctid"] if ident is not None else None
-        return [event_view(e) for e in self.store.list_limit_events(ctid=ctid, limit=limit)]
+    def events(self, ident=None, limit: int = 100, actor: Actor = ROOT) -> list[dict]:
+        ctid = self._row(ident, actor)["ctid"] if ident is not None else None
+        if ctid is not None or actor.admin:
+            return [event_view(e) for e in self.store.list_limit_events(ctid=ctid, limit=limit)]
+        mine = {r["ctid"] for r in self.store.list_instances() if actor.owns(r)}
+        return [event_view(e) for e in self.store.list_limit_events(limit=10_000) if e["ctid"] in mine][:limit]
 
     # ---------------------------------------------------------------- overcommit
     def capacity(self) -> dict:

@@ -95,6 +95,14 @@ METRICS = {   # name: (type, help)
 }
 
 
+NET_METRICS = {   # from the instance's point of view (its veths, read in the node's namespace)
+    "rx_bytes": "bytes the instance received",
+    "tx_bytes": "bytes the instance sent",
+    "rx_packets": "packets the instance received",
+    "tx_packets": "packets the instance sent",
+}
+
+
 def render(node, stats: RequestStats | None = None) -> str:
     t0 = time.monotonic()
     rows, after = [], None
@@ -129,6 +137,21 @@ def render(node, stats: RequestStats | None = None) -> str:
             if v is not None:
                 out.append(f"{name}{_labels(ctid=r['ctid'], name=r['name'], owner=r.get('owner') or 'admin')} {v}")
                 totals[key] += v
+    try:
+        traffic = node.network.traffic()
+    except Exception:       # a scrape never fails for want of network counters
+        traffic = {}
+    for key, help_text in NET_METRICS.items():
+        name = f"openvps_instance_network_{key}_total"
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        for r in running:
+            t = traffic.get(r["ctid"])
+            if t is not None:
+                out.append(f"{name}{_labels(ctid=r['ctid'], name=r['name'], owner=r.get('owner') or 'admin')} {t[key]}")
+                totals[f"network_{key}"] += t[key]
+    for key in ("network_rx_bytes", "network_tx_bytes"):
+        name = f"openvps_node_instances_{key}_total"
+        out += [f"# HELP {name} sum over running instances", f"# TYPE {name} counter", f"{name} {int(totals[key])}"]
     for key in ("memory_bytes", "swap_bytes", "cpu_seconds"):
         name = f"openvps_node_instances_{key}" + ("_total" if key == "cpu_seconds" else "")
         kind = "counter" if key == "cpu_seconds" else "gauge"

@@ -18,6 +18,7 @@ from ..drivers.network.ruleset import ruleset
 from ..drivers.templates import setup as tsetup
 from ..store.netstore import NetStore
 from .ops import Operation, Progress, Reverter
+from .users import ROOT, Actor, UserService
 
 log = logging.getLogger("openvps.networks")
 
@@ -240,12 +241,30 @@ class NetworkService:
                 self.node.storage.unmount(bundle)
 
     # ================================================================ helpers for operations
-    def _instance(self, ident) -> dict:
-        return self.node.store.get_instance(parse_ident(ident))
+    def _instance(self, ident, actor: Actor = ROOT) -> dict:
+        """The instance, if actor may change it; another user's is missing (404, no existence leak)."""
+        key = parse_ident(ident)
+        row = self.node.store.find_instance(key)
+        if row is None or not actor.owns(row):
+            raise NotFound(f"no instance {key!r}; `openvps list` shows the instances", instance=str(key))
+        return row
+
+    def _mine(self, actor: Actor) -> set[str] | None:
+        """Names of actor's instances (None: all, for admins): what a user's lists are filtered by."""
+        if actor.admin:
+            return None
+        return {r["name"] for r in self.node.store.list_instances() if actor.owns(r)}
+
+    def _public(self, address: str, actor: Actor) -> dict:
+        row = next((p for p in self.store.list_public() if p["address"] == address), None)
+        if row is None or not actor.owns(row):
+            raise NotFound(f"public address {address} is not allocated (to you); `openvps address list` shows "
+                           "yours", address=address)
+        return row
 
     def _submit(self, kind: str, target: str, args: dict, work: Callable[[Reverter, Progress], dict],
-                undo_store: Callable[[], object] | None = None) -> dict:
-        op = Operation(kind=kind, target=target, args=args, lock=LOCK)
+                undo_store: Callable[[], object] | None = None, actor: Actor = ROOT) -> dict:
+        op = Operation(kind=kind, target=target, args=args, lock=LOCK, owner=actor.name)
 
         def run(o: Operation, p: Progress) -> dict:
             with Reverter() as undo:
@@ -272,26 +291,31 @@ class NetworkService:
             log.error("could not rebuild the rules: %s", e.message)
 
     # ================================================================ networks
-    def list_networks(self) -> list[dict]:
-        return [self._network_view(n) for n in self.store.list_networks()]
+    # every user may attach instances to every network; a user sees only their own instances in them
+    def list_networks(self, actor: Actor = ROOT) -> list[dict]:
+        mine = self._mine(actor)
+        return [self._network_view(n, mine=mine) for n in self.store.list_networks()]
 
-    def get_network(self, name: str) -> dict:
-        return self._network_view(self.store.get_network(name), detail=True)
+    def get_network(self, name: str, actor: Actor = ROOT) -> dict:
+        return self._network_view(self.store.get_network(name), detail=True, mine=self._mine(actor))
 
-    def _network_view(self, n: dict, detail: bool = False) -> dict:
+    def _network_view(self, n: dict, detail: bool = False, mine: set[str] | None = None) -> dict:
         net = ipaddress.IPv4Network(n["subnet"])
         nics = [x for x in self.store.nics() if x["network_id"] == n["id"]]
+        users = self.store.network_users(n["id"])
         out = {"name": n["name"], "subnet": n["subnet"], "gateway": n["gateway"], "nat": bool(n["nat"]),
                "bridge": N.bridge_name(n["id"]), "addresses_used": sum(len(x["addresses"]) for x in nics),
                "addresses_total": max(0, net.num_addresses - 3),
-               "instances": self.store.network_users(n["id"])}
+               "instances": users if mine is None else [u for u in users if u in mine]}
         if detail:
             names = {r["ctid"]: r["name"] for r in self.node.store.list_instances()}
             out["leases"] = [{"address": a, "instance": names.get(x["ctid"]), "ifname": x["ifname"], "mac": x["mac"]}
-                             for x in nics for a in x["addresses"]]
+                             for x in nics for a in x["addresses"]
+                             if mine is None or names.get(x["ctid"]) in mine]
         return out
 
-    def create_network(self, name: str, subnet: str, nat: bool = True) -> dict:
+    def create_network(self, name: str, subnet: str, nat: bool = True, actor: Actor = ROOT) -> dict:
+        UserService.require_admin(actor)
         N.validate_network_name(name)
         net = N.parse_subnet(subnet)
         for a in self.pool[:1] + self.pool[-1:]:
@@ -306,9 +330,10 @@ class NetworkService:
             self._rebuild_step(undo)
             return {"network": self.get_network(name)}
         return self._submit("network.create", name, {"subnet": str(net), "nat": nat}, work,
-                            lambda: self.store.delete_network(name))
+                            lambda: self.store.delete_network(name), actor=actor)
 
-    def delete_network(self, name: str) -> dict:
+    def delete_network(self, name: str, actor: Actor = ROOT) -> dict:
+        UserService.require_admin(actor)
         row = self.store.delete_network(name)     # refused (409) while in use
 
         def work(undo: Reverter, p: Progress) -> dict:
@@ -318,102 +343,116 @@ class NetworkService:
         return self._submit("network.delete", name, {}, work)
 
     # ================================================================ port forwards
-    def add_forward(self, ident, proto: str, ports: str) -> dict:
+    def add_forward(self, ident, proto: str, ports: str, actor: Actor = ROOT) -> dict:
         N.validate_proto(proto)
         port, target = N.parse_ports(ports)
-        inst = self._instance(ident)
+        inst = self._instance(ident, actor)
         row = self.store.add_forward(inst["ctid"], proto, port, target)
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)
             return {"forward": _forward_view({**row, "instance": inst["name"]})}
         return self._submit("forward.add", inst["name"], {"proto": proto, "port": port, "target_port": target}, work,
-                            lambda: self.store.remove_forward(proto, port))
+                            lambda: self.store.remove_forward(proto, port), actor=actor)
 
-    def list_forwards(self) -> list[dict]:
-        return [_forward_view(f) for f in self.store.list_forwards()]
+    def list_forwards(self, actor: Actor = ROOT) -> list[dict]:
+        mine = self._mine(actor)
+        return [_forward_view(f) for f in self.store.list_forwards() if mine is None or f["instance"] in mine]
 
-    def remove_forward(self, proto: str, port: int) -> dict:
+    def remove_forward(self, proto: str, port: int, actor: Actor = ROOT) -> dict:
         N.validate_proto(proto)
         N.validate_port(port)
+        mine = self._mine(actor)
+        if mine is not None and not any(f["proto"] == proto and f["port"] == port and f["instance"] in mine
+                                        for f in self.store.list_forwards()):
+            raise NotFound(f"no forward of {proto} port {port} (of yours); `openvps forward list` shows them",
+                           proto=proto, port=port)
         row = self.store.remove_forward(proto, port)
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)
             return {"removed": {"proto": proto, "port": port}}
         return self._submit("forward.remove", f"{proto}/{port}", {}, work,
-                            lambda: self.store.add_forward(row["ctid"], proto, port, row["target_port"]))
+                            lambda: self.store.add_forward(row["ctid"], proto, port, row["target_port"]), actor=actor)
 
     # ================================================================ public addresses
-    def list_addresses(self) -> list[dict]:
-        return [{"address": p["address"], "instance": p["instance"]} for p in self.store.list_public()]
+    def list_addresses(self, actor: Actor = ROOT) -> list[dict]:
+        return [{"address": p["address"], "instance": p["instance"], "owner": p["owner"]}
+                for p in self.store.list_public() if actor.owns(p)]
 
-    def allocate_address(self, address: str | None = None) -> dict:
-        row = self.store.allocate_public(self.pool, address)
+    def allocate_address(self, address: str | None = None, actor: Actor = ROOT) -> dict:
+        user = self.node.store.find_user(actor.name)
+        row = self.store.allocate_public(self.pool, address, owner=actor.name,
+                                         max_count=user["max_public_ips"] if user else None)
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)
-            return {"address": {"address": row["address"], "instance": None}}
+            return {"address": {"address": row["address"], "instance": None, "owner": actor.name}}
         return self._submit("address.allocate", row["address"], {}, work,
-                            lambda: self.store.release_public(row["address"]))
+                            lambda: self.store.release_public(row["address"]), actor=actor)
 
-    def associate(self, address: str, ident) -> dict:
-        inst = self._instance(ident)
-        before = next((p for p in self.store.list_public() if p["address"] == address), None)
+    def associate(self, address: str, ident, actor: Actor = ROOT) -> dict:
+        before = self._public(address, actor)
+        inst = self._instance(ident, actor)
         self.store.associate_public(address, inst["ctid"])
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)     # moving = one atomic ruleset swap
-            return {"address": {"address": address, "instance": inst["name"]}}
+            return {"address": {"address": address, "instance": inst["name"], "owner": before["owner"]}}
         return self._submit("address.associate", address, {"instance": inst["name"]}, work,
-                            lambda: self.store.associate_public(address, before["ctid"] if before else None))
+                            lambda: self.store.associate_public(address, before["ctid"]), actor=actor)
 
-    def disassociate(self, address: str) -> dict:
-        before = next((p for p in self.store.list_public() if p["address"] == address), None)
-        if before is None:
-            raise NotFound(f"public address {address} is not allocated", address=address)
+    def disassociate(self, address: str, actor: Actor = ROOT) -> dict:
+        before = self._public(address, actor)
         self.store.associate_public(address, None)
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)
-            return {"address": {"address": address, "instance": None}}
+            return {"address": {"address": address, "instance": None, "owner": before["owner"]}}
         return self._submit("address.disassociate", address, {}, work,
-                            lambda: self.store.associate_public(address, before["ctid"]))
+                            lambda: self.store.associate_public(address, before["ctid"]), actor=actor)
 
-    def release(self, address: str) -> dict:
+    def release(self, address: str, actor: Actor = ROOT) -> dict:
+        before = self._public(address, actor)
         self.store.release_public(address)
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)
             return {"released": address}
         return self._submit("address.release", address, {}, work,
-                            lambda: self.store.allocate_public(self.pool, address))
+                            lambda: self.store.allocate_public(self.pool, address, owner=before["owner"]),
+                            actor=actor)
 
     # ================================================================ firewall (security groups)
-    def allow(self, ident, proto: str, port: int, source: str = "0.0.0.0/0") -> dict:
+    def allow(self, ident, proto: str, port: int, source: str = "0.0.0.0/0", actor: Actor = ROOT) -> dict:
         N.validate_proto(proto)
         N.validate_port(port)
         source = N.validate_source(source)
-        inst = self._instance(ident)
+        inst = self._instance(ident, actor)
         row = self.store.add_rule(inst["ctid"], proto, port, source)
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)
             return {"rule": _rule_view({**row, "instance": inst["name"]})}
         return self._submit("firewall.allow", inst["name"], {"proto": proto, "port": port, "source": source}, work,
-                            lambda: self.store.remove_rule(row["id"]))
+                            lambda: self.store.remove_rule(row["id"]), actor=actor)
 
-    def list_rules(self) -> list[dict]:
-        return [_rule_view(r) for r in self.store.list_rules()]
+    def list_rules(self, actor: Actor = ROOT) -> list[dict]:
+        mine = self._mine(actor)
+        return [_rule_view(r) for r in self.store.list_rules() if mine is None or r["instance"] in mine]
 
-    def remove_rule(self, rule_id: int) -> dict:
+    def remove_rule(self, rule_id: int, actor: Actor = ROOT) -> dict:
+        mine = self._mine(actor)
+        if mine is not None and not any(r["id"] == rule_id and r["instance"] in mine for r in self.store.list_rules()):
+            raise NotFound(f"no firewall rule {rule_id} (of yours); `openvps firewall list` shows them", rule=rule_id)
         row = self.store.remove_rule(rule_id)
 
         def work(undo: Reverter, p: Progress) -> dict:
             self._rebuild_step(undo)
             return {"removed": rule_id}
         return self._submit("firewall.remove", str(rule_id), {}, work,
-                            lambda: self.store.add_rule(row["ctid"], row["proto"], row["port"], row["source"]))
+                            lambda: self.store.add_rule(row["ctid"], row["proto"], row["port"], row["source"]),
+                            actor=actor)
 
 
 def _forward_view(f: dict) -> dict:

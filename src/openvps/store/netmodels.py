@@ -64,6 +64,7 @@ class PublicAddressRow(Base):
     address: Mapped[str] = mapped_column(String(15), primary_key=True)
     ctid: Mapped[int | None] = mapped_column(ForeignKey(_CT, ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    owner: Mapped[str] = mapped_column(String(63), nullable=False, default="admin", index=True)  # migration 0006
 
 
 class FirewallRuleRow(Base):

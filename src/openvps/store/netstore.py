@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..domain import network as N
-from ..domain.errors import Conflict, InsufficientResources, InvalidArgument, NotFound
+from ..domain.errors import Conflict, InsufficientResources, InvalidArgument, NotFound, QuotaExceeded
 from .db import Store, _row_dict
 from .models import InstanceRow
 from .netmodels import (AddressRow, FirewallRuleRow, ForwardRow, InstanceDnsRow, NetworkRow, NicRow,
@@ -235,8 +235,17 @@ class NetStore:
             return out
 
     # ---------------------------------------------------------------- public addresses
-    def allocate_public(self, pool: list[str], address: str | None = None) -> dict:
+    def allocate_public(self, pool: list[str], address: str | None = None, owner: str = "admin",
+                        max_count: int | None = None) -> dict:
+        """Take an address of the pool for owner; with max_count, refused (quota) when owner has that many."""
         with self._tx() as s:
+            if max_count is not None:
+                held = s.scalar(select(func.count()).select_from(PublicAddressRow)
+                                .where(PublicAddressRow.owner == owner))
+                if held >= max_count:
+                    raise QuotaExceeded(f"user {owner} may hold {max_count} public address(es) and holds {held}; "
+                                        "release one or ask an admin to raise max_public_ips",
+                                        quota="max_public_ips", limit=max_count, used=held)
             taken = set(s.scalars(select(PublicAddressRow.address)))
             if address:
                 if address not in pool:
@@ -251,7 +260,7 @@ class NetStore:
                         f"the public pool is exhausted ({len(pool)} addresses allocated) or not configured; "
                         "release one (`openvps address release ADDR`) or widen public_pool" if pool else
                         "no public pool is configured; set public_pool (OPENVPS_PUBLIC_POOL) on the daemon")
-            row = PublicAddressRow(address=pick, ctid=None)
+            row = PublicAddressRow(address=pick, ctid=None, owner=owner)
             s.add(row)
             s.flush()
             return _row_dict(row)

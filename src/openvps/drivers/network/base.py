@@ -54,6 +54,10 @@ class NetworkDriver(ABC):
     def attached(self) -> list[int]:
         """CTIDs of this home that have a namespace now."""
 
+    def traffic(self) -> dict[int, dict[str, int]]:
+        """Bytes and packets each attached instance received and sent (its own point of view), by CTID."""
+        return {}
+
     @abstractmethod
     def sync_public(self, addresses: list[str], pool: list[str]) -> None:
         """Exactly `addresses` (of `pool`) are on the uplink."""

@@ -20,6 +20,7 @@ class FakeNetwork(NetworkDriver):
         self.netns: dict[int, list[dict]] = {}
         self.rules: list[str] = []            # every ruleset applied, in order
         self.public: list[str] = []
+        self.counters: dict[int, dict[str, int]] = {}   # tests set traffic per CTID
         self.fail_attach = fail_attach
         self.fail_rules = fail_rules
 
@@ -60,6 +61,10 @@ class FakeNetwork(NetworkDriver):
 
     def attached(self) -> list[int]:
         return sorted(self.netns)
+
+    def traffic(self) -> dict[int, dict[str, int]]:
+        return {c: dict(self.counters.get(c, {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}))
+                for c in self.netns}
 
     def sync_public(self, addresses: list[str], pool: list[str]) -> None:
         self.public = sorted(addresses)

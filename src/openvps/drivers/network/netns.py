@@ -189,6 +189,31 @@ class NetnsNetwork(NetworkDriver):
         return sorted(int(n[len(prefix):]) for n in netns.listnetns()
                       if n.startswith(prefix) and n[len(prefix):].isdigit())
 
+    def traffic(self) -> dict[int, dict[str, int]]:
+        # one netlink dump of the node namespace: the host ends vh<ctid>_<n> of the instances' veths;
+        # what the host end sent, the instance received
+        out: dict[int, dict[str, int]] = {}
+        try:
+            with self._node() as node:
+                links = node.get_links()
+        except (NetlinkError, OSError) as e:
+            log.warning("traffic: %s", e)
+            return out
+        for link in links:
+            name = link.get_attr("IFLA_IFNAME") or ""
+            stats = link.get_attr("IFLA_STATS64")
+            if not name.startswith("vh") or "_" not in name or not stats:
+                continue
+            ctid = name[2:].split("_", 1)[0]
+            if not ctid.isdigit():
+                continue
+            t = out.setdefault(int(ctid), {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0})
+            t["rx_bytes"] += stats["tx_bytes"]
+            t["tx_bytes"] += stats["rx_bytes"]
+            t["rx_packets"] += stats["tx_packets"]
+            t["tx_packets"] += stats["rx_packets"]
+        return out
+
     def sync_public(self, addresses: list[str], pool: list[str]) -> None:
         with self._node() as ipr:
             idx = self._idx(ipr, self.uplink)
