@@ -133,3 +133,13 @@ def test_metrics_have_network_bytes(pooled, sock, network):
     assert f'openvps_instance_network_rx_bytes_total{{ctid="{ctid}",name="web1",owner="admin"}} 1500' in text
     assert f'openvps_instance_network_tx_packets_total{{ctid="{ctid}",name="web1",owner="admin"}} 2' in text
     assert "openvps_node_instances_network_tx_bytes_total 700" in text
+
+
+def test_network_has_an_etag(pooled, sock):
+    r = sock.get("/1.0/networks/lan")
+    tag = r.headers["etag"]
+    assert r.status_code == 200 and r.json()["name"] == "lan"
+    assert sock.get("/1.0/networks/lan", headers={"If-None-Match": tag}).status_code == 304
+    create(sock, "web1", nets=["lan"])           # a new lease changes the network's view, so its tag
+    r2 = sock.get("/1.0/networks/lan", headers={"If-None-Match": tag})
+    assert r2.status_code == 200 and r2.headers["etag"] != tag

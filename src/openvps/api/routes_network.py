@@ -4,13 +4,14 @@ A user sees and changes the forwards, rules and public addresses of their own in
 are the admin's (every user may attach instances to them)."""
 from __future__ import annotations
 
+import json
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..service.networks import NetworkService
-from ..service.users import Actor
+from ..service.users import Actor, etag
 from .auth import current_actor
 
 router = APIRouter(prefix="/1.0")
@@ -67,9 +68,12 @@ def create_network(req: Request, body: CreateNetwork, actor: Actor = Depends(cur
     return _accepted(_svc(req).create_network(body.name, body.subnet, body.nat, actor=actor))
 
 
-@router.get("/networks/{name}", summary="Show a network and its leases")
-def get_network(req: Request, name: str, actor: Actor = Depends(current_actor)):
-    return _svc(req).get_network(name, actor)
+@router.get("/networks/{name}", summary="Show a network and its leases, with its ETag")
+def get_network(req: Request, name: str, actor: Actor = Depends(current_actor),
+                if_none_match: Optional[str] = Header(None)):
+    from .app import _tagged
+    view = _svc(req).get_network(name, actor)
+    return _tagged(view, etag("network", json.dumps(view, sort_keys=True)), if_none_match)
 
 
 @router.delete("/networks/{name}", status_code=202, summary="Delete a network (admins only; refused while in use)")
