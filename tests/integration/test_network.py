@@ -176,7 +176,7 @@ def test_public_address_moves_atomically_and_answers_from_the_new_instance_only(
     client.stdin.flush()
     assert client.stdout.readline().strip() == "timeout"
     assert d.sh("p2", f"nc -w 3 {UP} 9000 </dev/null") == pub
-    assert json.loads(d.ok("address", "list", "--json")) == [{"address": pub, "instance": "p2"}]
+    assert json.loads(d.ok("address", "list", "--json")) == [{"address": pub, "instance": "p2", "owner": "admin"}]
     assert "disassociate it first" in err(d.cli("address", "release", pub))
     d.ok("address", "disassociate", pub)
     assert up.http(up.up, f"http://{pub}/", timeout=2) is None
