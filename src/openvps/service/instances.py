@@ -192,7 +192,8 @@ class InstanceService:
                 undo.add("rules without the instance", self.node.networks._safe_rebuild)
                 self.node.networks.rebuild()
             faults.point("create.after_setup")
-            self.store.update_instance(ctid, state=State.STOPPED.value)
+            if not op.args.get("start"):   # with start, _start's write moves it from creating to running
+                self.store.update_instance(ctid, state=State.STOPPED.value)
             self._event("instance.created", ctid)
             if op.args.get("start"):
                 progress(0.7, "starting")
@@ -340,12 +341,12 @@ class InstanceService:
                 if progress:
                     progress(0.2, f"asking init to stop ({row['stop_signal']})")
                 rt.kill(cid, row["stop_signal"])
-                force = not rt.wait_stopped(cid, timeout)
+                force = not rt.wait_stopped(cid, timeout, pid=st["pid"])
             if force or timeout <= 0:
                 if progress:
                     progress(0.5, "killing")
                 rt.kill(cid, "SIGKILL")
-                if not rt.wait_stopped(cid, 10):
+                if not rt.wait_stopped(cid, 10, pid=st["pid"]):
                     raise DriverError(f"instance {row['name']} did not die after SIGKILL; see `openvps status`")
         rt.delete(cid, force=True)
         self.node.networks.detach(ctid)
