@@ -172,6 +172,10 @@ class InstanceService:
             undo.add("forget the instance", lambda: self.store.delete_instance(ctid))
             if manifest is None:
                 raise NotFound(f"template {row['template']!r} was removed while creating")
+            has_nics = bool(self.node.netstore.nics(ctid))
+            if has_nics and op.args.get("start"):   # the rules load while we mount; attach waits for them
+                undo.add("rules without the instance", self.node.networks._safe_rebuild)
+                self.node.networks.rebuild_soon(ctid)
             lower = self.node.templates.rootfs(row["template"])
             progress(0.1, "cloning the template")
             undo.add("remove the instance files", lambda: self.node.storage.destroy(bundle))
@@ -187,7 +191,7 @@ class InstanceService:
             finally:
                 if not op.args.get("start"):
                     self.node.storage.unmount(bundle)
-            if self.node.netstore.nics(ctid):
+            if has_nics and not op.args.get("start"):
                 progress(0.6, "network rules")
                 undo.add("rules without the instance", self.node.networks._safe_rebuild)
                 self.node.networks.rebuild()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +33,8 @@ class NetworkService:
         self.driver = node.network
         self.pool = N.parse_pool(node.config.public_pool)
         self._rules_lock = threading.Lock()
+        self._pending: dict[int, Future] = {}   # ctid -> rebuild running while that instance starts
+        self._helper: ThreadPoolExecutor | None = None
         self._marker = node.config.home_path / "node-netns.created"
 
     # ================================================================ the node
@@ -44,6 +47,14 @@ class NetworkService:
             self.driver.apply_rules(text)
             self.driver.sync_public([p["address"] for p in snap["public"]], self.pool)
             return text
+
+    def rebuild_soon(self, ctid: int) -> None:
+        """rebuild() on a helper thread, overlapping the caller's next steps (mounts, `runc create`);
+        attach(ctid) waits for it and raises its error, so the rules are in place before the
+        instance's init runs."""
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules")
+        self._pending[ctid] = self._helper.submit(self.rebuild)
 
     def setup(self) -> dict:
         """Daemon start, before the instances are reconciled: the node namespace, the default
@@ -150,6 +161,9 @@ class NetworkService:
         return self.driver.instance_netns_path(ctid) if self.store.nics(ctid) else None
 
     def attach(self, ctid: int, pid: int | None = None) -> str | None:
+        pending = self._pending.pop(ctid, None)
+        if pending is not None:
+            pending.result()
         nics = self.store.nics(ctid)
         if not nics:
             return None
