@@ -325,7 +325,7 @@ class InstanceService:
             # runc makes the network namespace (owned by the instance's user namespace, so sysfs can be
             # mounted inside); we name and wire it between runc create and runc start
             spec.netns = None
-            self.node.networks.detach(ctid)     # a stale name from a crash must not be reused
+            self.node.networks.detach_stale(ctid)     # a stale name from a crash must not be reused
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
             self.node.runtime.run(spec, before_start=lambda pid: self.node.networks.attach(ctid, pid=pid))
             faults.point("start.after_run")

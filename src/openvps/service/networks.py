@@ -172,6 +172,13 @@ class NetworkService:
     def detach(self, ctid: int) -> None:
         self.driver.detach(ctid)
 
+    def detach_stale(self, ctid: int) -> None:
+        """Before a start: a namespace name left by a crash must not be reused. Without the name
+        there is nothing to remove (a namespace's ports die with it, and a stopped instance has no
+        process holding one), so skip the scan of the node's links (~10 ms)."""
+        if ctid in self.driver.attached():
+            self.driver.detach(ctid)
+
     def write_dns(self, rootfs: Path, ctid: int) -> bool:
         dns = self.store.get_dns(ctid)
         if not dns["nameservers"] and not dns["searchdomain"]:
