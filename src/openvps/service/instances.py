@@ -172,6 +172,10 @@ class InstanceService:
             undo.add("forget the instance", lambda: self.store.delete_instance(ctid))
             if manifest is None:
                 raise NotFound(f"template {row['template']!r} was removed while creating")
+            has_nics = bool(self.node.netstore.nics(ctid))
+            if has_nics and op.args.get("start"):   # the rules load while we mount; attach waits for them
+                undo.add("rules without the instance", self.node.networks._safe_rebuild)
+                self.node.networks.rebuild_soon(ctid)
             lower = self.node.templates.rootfs(row["template"])
             progress(0.1, "cloning the template")
             undo.add("remove the instance files", lambda: self.node.storage.destroy(bundle))
@@ -187,12 +191,13 @@ class InstanceService:
             finally:
                 if not op.args.get("start"):
                     self.node.storage.unmount(bundle)
-            if self.node.netstore.nics(ctid):
+            if has_nics and not op.args.get("start"):
                 progress(0.6, "network rules")
                 undo.add("rules without the instance", self.node.networks._safe_rebuild)
                 self.node.networks.rebuild()
             faults.point("create.after_setup")
-            self.store.update_instance(ctid, state=State.STOPPED.value)
+            if not op.args.get("start"):   # with start, _start's write moves it from creating to running
+                self.store.update_instance(ctid, state=State.STOPPED.value)
             self._event("instance.created", ctid)
             if op.args.get("start"):
                 progress(0.7, "starting")
@@ -320,7 +325,7 @@ class InstanceService:
             # runc makes the network namespace (owned by the instance's user namespace, so sysfs can be
             # mounted inside); we name and wire it between runc create and runc start
             spec.netns = None
-            self.node.networks.detach(ctid)     # a stale name from a crash must not be reused
+            self.node.networks.detach_stale(ctid)     # a stale name from a crash must not be reused
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
             self.node.runtime.run(spec, before_start=lambda pid: self.node.networks.attach(ctid, pid=pid))
             faults.point("start.after_run")
@@ -340,12 +345,12 @@ class InstanceService:
                 if progress:
                     progress(0.2, f"asking init to stop ({row['stop_signal']})")
                 rt.kill(cid, row["stop_signal"])
-                force = not rt.wait_stopped(cid, timeout)
+                force = not rt.wait_stopped(cid, timeout, pid=st["pid"])
             if force or timeout <= 0:
                 if progress:
                     progress(0.5, "killing")
                 rt.kill(cid, "SIGKILL")
-                if not rt.wait_stopped(cid, 10):
+                if not rt.wait_stopped(cid, 10, pid=st["pid"]):
                     raise DriverError(f"instance {row['name']} did not die after SIGKILL; see `openvps status`")
         rt.delete(cid, force=True)
         self.node.networks.detach(ctid)

@@ -64,7 +64,8 @@ class Progress:
     """What a handler uses to report progress; throttled so a chatty build does not flood the store."""
 
     def __init__(self, store: Store, op_id: str):
-        self.store, self.op_id, self._last = store, op_id, 0.0
+        # the clock starts with the operation: one that ends within 0.2 s writes no progress at all
+        self.store, self.op_id, self._last = store, op_id, time.monotonic()
 
     def __call__(self, fraction: float, message: str = "") -> None:
         now = time.monotonic()

@@ -51,8 +51,8 @@ class Runtime(ABC):
     def kill(self, cid: str, signal: str) -> None: ...
 
     @abstractmethod
-    def wait_stopped(self, cid: str, timeout: float) -> bool:
-        """True once the init has exited (within timeout)."""
+    def wait_stopped(self, cid: str, timeout: float, pid: int | None = None) -> bool:
+        """True once the init has exited (within timeout). pid: the init's, if the caller knows it."""
 
     @abstractmethod
     def delete(self, cid: str, force: bool = False) -> None:

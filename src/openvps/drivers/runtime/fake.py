@@ -101,7 +101,7 @@ class FakeRuntime(Runtime):
             else:
                 c["status"], c["pid"] = "stopped", 0
 
-    def wait_stopped(self, cid: str, timeout: float) -> bool:
+    def wait_stopped(self, cid: str, timeout: float, pid: int | None = None) -> bool:
         with self._lock:
             self.waits.append((cid, timeout))
             c = self.containers.get(cid)

@@ -61,6 +61,9 @@ class RuncRuntime(Runtime):
     def run(self, spec: Spec, before_start=None) -> int:
         self.write_bundle(spec)
         log_path = spec.log_path or spec.bundle / "console.log"
+        # runc writes the init's pid here: no `runc state` (a whole runc process) to learn it
+        pid_file = spec.bundle / "init.pid"
+        pid_file.unlink(missing_ok=True)
         with open(log_path, "ab") as log:
             start = log.tell()
             # no pipes: runc's detached init would inherit them and the caller would block until it exits
@@ -68,15 +71,14 @@ class RuncRuntime(Runtime):
                 # in two steps: between create and start the instance's root gets its own cgroups, so
                 # systemd inside (an unprivileged root) can manage them (what LXC does), and the caller
                 # wires the network namespace runc made (owned by the instance's user namespace)
-                p = subprocess.run(self._cmd("create", "--bundle", str(spec.bundle), spec.cid),
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                p = subprocess.run(self._cmd("create", "--pid-file", str(pid_file), "--bundle", str(spec.bundle),
+                                             spec.cid), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
                 if p.returncode == 0:
                     try:
                         if spec.idmap:
                             self._delegate_cgroups(spec)
                         if before_start:
-                            st = self.state(spec.cid)
-                            before_start(st["pid"] if st else 0)
+                            before_start(_read_pid(pid_file))
                     except OSError as e:
                         self.delete(spec.cid, force=True)
                         raise DriverError(f"could not prepare {spec.cid}: {e}") from None
@@ -85,16 +87,15 @@ class RuncRuntime(Runtime):
                         raise
                     p = subprocess.run(self._cmd("start", spec.cid), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             else:
-                p = subprocess.run(self._cmd("run", "-d", "--bundle", str(spec.bundle), spec.cid),
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                p = subprocess.run(self._cmd("run", "-d", "--pid-file", str(pid_file), "--bundle", str(spec.bundle),
+                                             spec.cid), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         if p.returncode != 0:
             with open(log_path, "rb") as log:
                 log.seek(start)
                 p.stderr = log.read()[-4000:]
             self.delete(spec.cid, force=True)
             raise DriverError(f"runc could not start {spec.cid}: {_err(p)}")
-        st = self.state(spec.cid)
-        return st["pid"] if st else 0
+        return _read_pid(pid_file)
 
     def _delegate_cgroups(self, spec: Spec) -> None:
         uid = gid = spec.idmap[0]
@@ -108,7 +109,14 @@ class RuncRuntime(Runtime):
                 if (d / name).exists():
                     os.chown(d / name, uid, gid)
 
+    def known(self, cid: str) -> bool:
+        """Whether runc has state for cid (its directory under our root): asking runc about a
+        container it does not know costs a process for nothing."""
+        return (self.root / cid).is_dir()
+
     def state(self, cid: str) -> dict | None:
+        if not self.known(cid):
+            return None
         p = self._run("state", cid, check=False)
         if p.returncode != 0:
             return None
@@ -126,12 +134,15 @@ class RuncRuntime(Runtime):
         if p.returncode != 0 and b"not running" not in p.stderr and b"does not exist" not in p.stderr:
             raise DriverError(f"runc kill {cid} {signal} failed: {_err(p)}")
 
-    def wait_stopped(self, cid: str, timeout: float) -> bool:
-        st = self.state(cid)
-        if st is None or st["status"] == "stopped" or not st["pid"]:
-            return True
+    def wait_stopped(self, cid: str, timeout: float, pid: int | None = None) -> bool:
+        """True once the init has exited. With the init's pid known (from state()), no runc call."""
+        if not pid:
+            st = self.state(cid)
+            if st is None or st["status"] == "stopped" or not st["pid"]:
+                return True
+            pid = st["pid"]
         try:
-            fd = os.pidfd_open(st["pid"])
+            fd = os.pidfd_open(pid)
         except ProcessLookupError:
             return True
         try:
@@ -139,11 +150,13 @@ class RuncRuntime(Runtime):
             poller.register(fd, select.POLLIN)
             if poller.poll(max(0, timeout) * 1000):
                 return True
-            return not _alive(st["pid"])
+            return not _alive(pid)
         finally:
             os.close(fd)
 
     def delete(self, cid: str, force: bool = False) -> None:
+        if not self.known(cid):
+            return
         args = ("delete", "--force", cid) if force else ("delete", cid)
         p = self._run(*args, check=False)
         if p.returncode != 0 and b"does not exist" not in p.stderr:
@@ -170,6 +183,13 @@ class RuncRuntime(Runtime):
             args += ["--cwd", cwd]
         return subprocess.Popen(self._cmd(*args, cid, *argv), stdin=stdin, stdout=stdout, stderr=stderr,
                                 preexec_fn=preexec_fn, start_new_session=preexec_fn is None)
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _alive(pid: int) -> bool:
