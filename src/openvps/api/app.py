@@ -149,5 +149,9 @@ def create_app(node: Node) -> FastAPI:
     from . import routes_network
     # the node's networks, forwards, public addresses and firewall are the operator's: admin only (for now)
     app.include_router(routes_network.router, dependencies=[Depends(admin_actor)])
+    from ..service.images import ImageService
+    from . import routes_images
+    app.state.images = ImageService(node)     # publish, snapshots (issue 7)
+    app.include_router(routes_images.router)
     _request_metrics(app, app.state.request_stats)
     return app

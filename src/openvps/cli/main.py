@@ -479,5 +479,12 @@ _accounting.register(app, handled=handled, client=lambda: client(), follow=lambd
                      json_opt=JSON)
 
 
+# ------------------------------------------------------------------ images (cli/images.py)
+from . import images as _images  # noqa: E402
+
+_images.register(app, handled=handled, client=lambda: client(), follow=lambda *a, **k: follow(*a, **k),
+                 json_opt=JSON)
+
+
 def run() -> None:
     app()

@@ -186,6 +186,25 @@ class Client:
     def cancel(self, op_id: str) -> dict:
         return self.request("DELETE", f"/1.0/operations/{quote(op_id)}")
 
+    # ---- images: publish, snapshots
+    def publish(self, ident: str | int, name: str, description: str = "") -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/publish",
+                            {"name": name, "description": description})
+
+    def snapshots(self, ident: str | int) -> list[dict]:
+        return self.request("GET", f"/1.0/instances/{quote(str(ident))}/snapshots")
+
+    def create_snapshot(self, ident: str | int, name: str, description: str = "") -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/snapshots",
+                            {"name": name, "description": description})
+
+    def restore_snapshot(self, ident: str | int, name: str, start: bool = False) -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/snapshots/{quote(name)}/restore",
+                            {"start": start})
+
+    def delete_snapshot(self, ident: str | int, name: str) -> dict:
+        return self.request("DELETE", f"/1.0/instances/{quote(str(ident))}/snapshots/{quote(name)}")
+
     # ---- users and tokens
     def users(self) -> list[dict]:
         return self.request("GET", "/1.0/users")

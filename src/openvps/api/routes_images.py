@@ -1,0 +1,63 @@
+"""/1.0/instances/{ident}/publish and /snapshots: golden images and snapshots (service/images.py)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..service.users import Actor
+from .auth import current_actor
+from .common import accepted
+
+router = APIRouter(prefix="/1.0", dependencies=[Depends(current_actor)])
+
+
+class Publish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="the new template's name", examples=["web-golden"])
+    description: str = Field("", max_length=1024)
+
+
+class CreateSnapshot(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="snapshot name, unique per instance", examples=["before-upgrade"])
+    description: str = Field("", max_length=1024)
+
+
+class RestoreSnapshot(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: bool = Field(False, description="start the instance after the rollback (like pct rollback --start)")
+
+
+def _svc(req: Request):
+    return req.app.state.images
+
+
+@router.post("/instances/{ident}/publish", status_code=202,
+             summary="Publish an instance as a new template (frozen for the copy if running; 202 + operation)")
+def publish(req: Request, ident: str, body: Publish, actor: Actor = Depends(current_actor)):
+    return accepted(_svc(req).publish(ident, body.name, description=body.description, actor=actor))
+
+
+@router.get("/instances/{ident}/snapshots", summary="List an instance's snapshots")
+def list_snapshots(req: Request, ident: str, actor: Actor = Depends(current_actor)):
+    return _svc(req).snapshots(ident, actor=actor)
+
+
+@router.post("/instances/{ident}/snapshots", status_code=202,
+             summary="Take a snapshot (a running instance is frozen during the copy; 202 + operation)")
+def create_snapshot(req: Request, ident: str, body: CreateSnapshot, actor: Actor = Depends(current_actor)):
+    return accepted(_svc(req).create_snapshot(ident, body.name, description=body.description, actor=actor))
+
+
+@router.post("/instances/{ident}/snapshots/{name}/restore", status_code=202,
+             summary="Roll back to a snapshot (a running instance is stopped first; start=true starts it after)")
+def restore_snapshot(req: Request, ident: str, name: str, body: Optional[RestoreSnapshot] = None,
+                     actor: Actor = Depends(current_actor)):
+    return accepted(_svc(req).restore_snapshot(ident, name, start=(body or RestoreSnapshot()).start, actor=actor))
+
+
+@router.delete("/instances/{ident}/snapshots/{name}", status_code=202, summary="Delete a snapshot")
+def delete_snapshot(req: Request, ident: str, name: str, actor: Actor = Depends(current_actor)):
+    return accepted(_svc(req).delete_snapshot(ident, name, actor=actor))

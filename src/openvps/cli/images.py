@@ -1,0 +1,76 @@
+"""CLI: publish (golden images) and snapshots (service/images.py)."""
+from __future__ import annotations
+
+import typer
+
+from . import render
+
+
+def register(app: typer.Typer, *, handled, client, follow, json_opt) -> None:
+    snap_app = typer.Typer(help="Snapshots of an instance's files (consistent: frozen during the copy).",
+                           no_args_is_help=True)
+    app.add_typer(snap_app, name="snapshot")
+
+    @app.command()
+    @handled
+    def publish(ident: str = typer.Argument(..., help="CTID or name"),
+                as_: str = typer.Option(..., "--as", help="name of the new template"),
+                description: str = typer.Option("", "--description", help="free text"),
+                json_out: bool = json_opt):
+        """Turn an instance into a new template (golden image). A running instance is frozen only for
+        the copy; ssh host keys and machine-id are removed so each new instance gets its own."""
+        done = follow(client().publish(ident, as_, description), f"publishing {ident} as {as_}", quiet=json_out)
+        t = done["result"]["template"]
+        if json_out:
+            return render.print_json(t)
+        from ..domain.sizes import format_size
+        print(f"template {t['name']} published from {ident} (parent {t['parent']}, "
+              f"{format_size(t['size_bytes'])})")
+
+    @snap_app.command("create")
+    @handled
+    def snapshot_create(ident: str = typer.Argument(..., help="CTID or name"),
+                        name: str = typer.Argument(..., help="snapshot name"),
+                        description: str = typer.Option("", "--description"), json_out: bool = json_opt):
+        """Take a snapshot (a running instance is frozen while its files are copied)."""
+        done = follow(client().create_snapshot(ident, name, description), f"snapshot {ident} {name}",
+                      quiet=json_out)
+        if json_out:
+            return render.print_json(done["result"]["snapshot"])
+        print(f"snapshot {name} of {ident} created")
+
+    @snap_app.command("list")
+    @handled
+    def snapshot_list(ident: str = typer.Argument(..., help="CTID or name"), json_out: bool = json_opt):
+        """List an instance's snapshots."""
+        items = client().snapshots(ident)
+        if json_out:
+            return render.print_json(items)
+        from ..domain.sizes import format_size
+        render.table(["NAME", "CREATED", "STATE", "SIZE", "DESCRIPTION"],
+                     [[s["name"], s["created_at"][:19], s["state"], format_size(s["size_bytes"]),
+                       s.get("description") or "-"] for s in items])
+
+    @snap_app.command("restore")
+    @handled
+    def snapshot_restore(ident: str = typer.Argument(..., help="CTID or name"),
+                         name: str = typer.Argument(..., help="snapshot name"),
+                         start: bool = typer.Option(False, "--start", help="start the instance afterwards"),
+                         json_out: bool = json_opt):
+        """Roll back to a snapshot, like `pct rollback`: a running instance is stopped first and stays
+        stopped unless --start."""
+        done = follow(client().restore_snapshot(ident, name, start), f"restoring {ident} to {name}",
+                      quiet=json_out)
+        if json_out:
+            return render.print_json(done["result"]["instance"])
+        print(f"instance {ident} rolled back to {name}" + (" and started" if start else ""))
+
+    @snap_app.command("delete")
+    @handled
+    def snapshot_delete(ident: str = typer.Argument(..., help="CTID or name"),
+                        name: str = typer.Argument(..., help="snapshot name"), json_out: bool = json_opt):
+        """Delete a snapshot."""
+        follow(client().delete_snapshot(ident, name), f"deleting snapshot {name}", quiet=True)
+        if json_out:
+            return render.print_json({"deleted": name})
+        print(f"snapshot {name} of {ident} deleted")
