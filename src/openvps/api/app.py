@@ -151,7 +151,9 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(routes_network.router, dependencies=[Depends(admin_actor)])
     from ..service.images import ImageService
     from . import routes_images
+    from ..service.backups import BackupService
     app.state.images = ImageService(node)     # publish, snapshots (issue 7)
+    app.state.backups = BackupService(node)
     app.include_router(routes_images.router)
     _request_metrics(app, app.state.request_stats)
     return app

@@ -61,3 +61,28 @@ def restore_snapshot(req: Request, ident: str, name: str, body: Optional[Restore
 @router.delete("/instances/{ident}/snapshots/{name}", status_code=202, summary="Delete a snapshot")
 def delete_snapshot(req: Request, ident: str, name: str, actor: Actor = Depends(current_actor)):
     return accepted(_svc(req).delete_snapshot(ident, name, actor=actor))
+
+
+class Backup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: str = Field("snapshot", description="stop | suspend | snapshot (frozen only while its layer is copied)")
+    to: str = Field(description="existing directory on the node (absolute path)", examples=["/var/backups/openvps"])
+
+
+class Restore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    archive: str = Field(description="the archive's absolute path on the node; ARCHIVE.sha256 must lie beside it")
+    ctid: Optional[int] = Field(None, description="CTID for the new instance; next free if omitted")
+    name: Optional[str] = Field(None, description="name for the new instance; the backed-up one if omitted")
+
+
+@router.post("/instances/{ident}/backups", status_code=202,
+             summary="Back up an instance into one tar+zstd archive with a sha256 file (admins; 202 + operation)")
+def backup(req: Request, ident: str, body: Backup, actor: Actor = Depends(current_actor)):
+    return accepted(req.app.state.backups.backup(ident, mode=body.mode, to=body.to, actor=actor))
+
+
+@router.post("/backups/restore", status_code=202,
+             summary="Restore a backup archive as a new instance (admins; checksum checked; 202 + operation)")
+def restore(req: Request, body: Restore, actor: Actor = Depends(current_actor)):
+    return accepted(req.app.state.backups.restore(body.archive, ctid=body.ctid, name=body.name, actor=actor))

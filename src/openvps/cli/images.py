@@ -1,5 +1,8 @@
-"""CLI: publish (golden images) and snapshots (service/images.py)."""
+"""CLI: publish (golden images), snapshots (service/images.py), backup and restore (service/backups.py)."""
 from __future__ import annotations
+
+import os
+from typing import Optional
 
 import typer
 
@@ -74,3 +77,32 @@ def register(app: typer.Typer, *, handled, client, follow, json_opt) -> None:
         if json_out:
             return render.print_json({"deleted": name})
         print(f"snapshot {name} of {ident} deleted")
+
+    @app.command()
+    @handled
+    def backup(ident: str = typer.Argument(..., help="CTID or name"),
+               mode: str = typer.Option("snapshot", "--mode", help="stop | suspend | snapshot (like vzdump)"),
+               to: str = typer.Option(..., "--to", help="directory on the node for the archive"),
+               json_out: bool = json_opt):
+        """Back up an instance: one tar+zstd archive (config + its files) and ARCHIVE.sha256 beside it.
+        snapshot: frozen only while its files are copied; suspend: frozen for the whole archive;
+        stop: stopped for it and started again."""
+        done = follow(client().backup(ident, os.path.abspath(to), mode), f"backing up {ident}", quiet=json_out)
+        b = done["result"]["backup"]
+        if json_out:
+            return render.print_json(b)
+        from ..domain.sizes import format_size
+        print(f"{b['archive']} ({format_size(b['size_bytes'])}, sha256 {b['sha256'][:16]}…)")
+
+    @app.command()
+    @handled
+    def restore(archive: str = typer.Argument(..., help="backup archive (ARCHIVE.sha256 must lie beside it)"),
+                ctid: Optional[int] = typer.Option(None, "--ctid", help="CTID of the new instance"),
+                name: Optional[str] = typer.Option(None, "--name", help="name of the new instance"),
+                json_out: bool = json_opt):
+        """Restore a backup as a new instance (checksum checked first; nothing is left on failure)."""
+        done = follow(client().restore(os.path.abspath(archive), ctid, name), f"restoring {archive}", quiet=json_out)
+        inst = done["result"]["instance"]
+        if json_out:
+            return render.print_json(inst)
+        print(f"instance {inst['name']} (CTID {inst['ctid']}) restored")

@@ -205,6 +205,12 @@ class Client:
     def delete_snapshot(self, ident: str | int, name: str) -> dict:
         return self.request("DELETE", f"/1.0/instances/{quote(str(ident))}/snapshots/{quote(name)}")
 
+    def backup(self, ident: str | int, to: str, mode: str = "snapshot") -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/backups", {"mode": mode, "to": to})
+
+    def restore(self, archive: str, ctid: int | None = None, name: str | None = None) -> dict:
+        return self.request("POST", "/1.0/backups/restore", {"archive": archive, "ctid": ctid, "name": name})
+
     # ---- users and tokens
     def users(self) -> list[dict]:
         return self.request("GET", "/1.0/users")
