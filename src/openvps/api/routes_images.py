@@ -86,3 +86,29 @@ def backup(req: Request, ident: str, body: Backup, actor: Actor = Depends(curren
              summary="Restore a backup archive as a new instance (admins; checksum checked; 202 + operation)")
 def restore(req: Request, body: Restore, actor: Actor = Depends(current_actor)):
     return accepted(req.app.state.backups.restore(body.archive, ctid=body.ctid, name=body.name, actor=actor))
+
+
+class CreateVolume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="volume name", examples=["data"])
+
+
+def _volumes(req: Request):
+    from ..service.volumes import VolumeService
+    return VolumeService(req.app.state.node)
+
+
+@router.get("/volumes", summary="List named volumes (yours; all for admins), with the instances using each")
+def list_volumes(req: Request, actor: Actor = Depends(current_actor)):
+    return _volumes(req).list(actor)
+
+
+@router.post("/volumes", status_code=201, summary="Create an empty named volume")
+def create_volume(req: Request, body: CreateVolume, actor: Actor = Depends(current_actor)):
+    return _volumes(req).create(body.name, actor)
+
+
+@router.delete("/volumes/{name}", summary="Delete a volume and its files (refused while an instance has it)")
+def delete_volume(req: Request, name: str, actor: Actor = Depends(current_actor)):
+    _volumes(req).delete(name, actor)
+    return {"deleted": name}

@@ -13,6 +13,39 @@ def register(app: typer.Typer, *, handled, client, follow, json_opt) -> None:
     snap_app = typer.Typer(help="Snapshots of an instance's files (consistent: frozen during the copy).",
                            no_args_is_help=True)
     app.add_typer(snap_app, name="snapshot")
+    vol_app = typer.Typer(help="Named volumes: directories that outlive instances (create --volume NAME:/path).",
+                          no_args_is_help=True)
+    app.add_typer(vol_app, name="volume")
+
+    @vol_app.command("list")
+    @handled
+    def volume_list(json_out: bool = json_opt):
+        """List volumes and the instances using them."""
+        items = client().volumes()
+        if json_out:
+            return render.print_json(items)
+        from ..domain.sizes import format_size
+        render.table(["NAME", "OWNER", "SIZE", "IN USE BY"],
+                     [[v["name"], v["owner"], format_size(v["size_bytes"]), ", ".join(v["in_use_by"]) or "-"]
+                      for v in items])
+
+    @vol_app.command("create")
+    @handled
+    def volume_create(name: str = typer.Argument(...), json_out: bool = json_opt):
+        """Create an empty volume (create --volume also makes a missing one)."""
+        v = client().create_volume(name)
+        if json_out:
+            return render.print_json(v)
+        print(f"volume {v['name']} created")
+
+    @vol_app.command("delete")
+    @handled
+    def volume_delete(name: str = typer.Argument(...), json_out: bool = json_opt):
+        """Delete a volume and its files (refused while an instance has it)."""
+        client().delete_volume(name)
+        if json_out:
+            return render.print_json({"deleted": name})
+        print(f"volume {name} deleted")
 
     @app.command()
     @handled

@@ -116,6 +116,10 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
                                                       rich_help_panel="Network"),
            tag: List[str] = typer.Option([], "--tag", help="key=value label (repeatable)"),
            description: str = typer.Option("", "--description", help="free text"),
+           volume: List[str] = typer.Option([], "--volume", help="named volume NAME:/path[:ro] (made if missing; "
+                                            "outlives the instance; repeatable)", rich_help_panel="Data"),
+           mount: List[str] = typer.Option([], "--mount", help="node directory /node/dir:/path[:ro] (admins; "
+                                           "repeatable)", rich_help_panel="Data"),
            json_out: bool = JSON, limits: dict = None):
     """Create an instance as a copy-on-write clone of a template."""
     keys = []
@@ -133,7 +137,9 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
                                  "searchdomain": searchdomain}.items() if v}
     op = client().create(name=name, template=template, ctid=ctid, hostname=hostname, limits=limits,
                          ssh_keys=keys, root_password=password, start=start, privileged=privileged, **netargs,
-                         **({"tags": _tags(tag)} if tag else {}), **({"description": description} if description else {}))
+                         **({"tags": _tags(tag)} if tag else {}),
+                         **({"volumes": list(volume)} if volume else {}), **({"mounts": list(mount)} if mount else {}),
+                         **({"description": description} if description else {}))
     done = follow(op, f"creating {name}", quiet=json_out)
     inst = done["result"]["instance"]
     if json_out:

@@ -211,6 +211,15 @@ class Client:
     def restore(self, archive: str, ctid: int | None = None, name: str | None = None) -> dict:
         return self.request("POST", "/1.0/backups/restore", {"archive": archive, "ctid": ctid, "name": name})
 
+    def volumes(self) -> list[dict]:
+        return self.request("GET", "/1.0/volumes")
+
+    def create_volume(self, name: str) -> dict:
+        return self.request("POST", "/1.0/volumes", {"name": name})
+
+    def delete_volume(self, name: str) -> dict:
+        return self.request("DELETE", f"/1.0/volumes/{quote(name)}")
+
     # ---- users and tokens
     def users(self) -> list[dict]:
         return self.request("GET", "/1.0/users")
