@@ -73,3 +73,34 @@ def test_bad_volume_and_mount_specs(daemon, node_dir):
     assert json.loads(daemon.ok("volume", "list", "--json")) == []
     p = daemon.cli("volume", "delete", "nope")
     assert p.returncode == 1 and "no volume" in p.stderr
+
+
+def test_rebase_keeps_a_volumes_data_and_the_identity(daemon, template_dir):
+    import secrets
+    from openvps.drivers.templates.cache import TemplateCache
+    golden = f"rebase-{secrets.token_hex(3)}"
+    try:
+        daemon.ok("create", "404", "--name", "gold", "--start")
+        daemon.sh("gold", "mkdir -p /srv && echo v2 > /srv/marker")
+        daemon.ok("publish", "gold", "--as", golden)
+
+        daemon.ok("create", "405", "--name", "app", "--volume", "appdata:/data", "--start")
+        daemon.sh("app", "echo keep > /data/db && echo junk > /root/junk && echo 0123abcd > /etc/machine-id")
+        p = daemon.cli("rebase", "app", "--template", "nope")
+        assert p.returncode == 1 and "no template" in p.stderr
+        p = daemon.cli("rebase", "app", "--template", f"{golden}@7")
+        assert p.returncode == 1 and "revision 1" in p.stderr
+
+        daemon.ok("rebase", "app", "--template", f"{golden}@1")
+        st = json.loads(daemon.ok("status", "app", "--json"))
+        assert st["state"] == "running" and st["template"] == golden
+        assert daemon.sh("app", "cat /data/db") == "keep"                 # the volume's data
+        assert daemon.sh("app", "cat /srv/marker") == "v2"                # the new root
+        assert daemon.sh("app", "test -e /root/junk && echo yes || echo no") == "no"
+        assert daemon.sh("app", "hostname") == "app"
+        assert daemon.sh("app", "cat /etc/machine-id /etc/hostname") == "0123abcd\napp"
+        daemon.ok("destroy", "app", "--force")
+        daemon.ok("destroy", "gold", "--force")
+    finally:
+        daemon.cleanup()
+        TemplateCache(template_dir).remove(golden)

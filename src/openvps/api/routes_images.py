@@ -112,3 +112,14 @@ def create_volume(req: Request, body: CreateVolume, actor: Actor = Depends(curre
 def delete_volume(req: Request, name: str, actor: Actor = Depends(current_actor)):
     _volumes(req).delete(name, actor)
     return {"deleted": name}
+
+
+class Rebase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template: str = Field(description="NAME or NAME@REVISION", examples=["web-golden"])
+
+
+@router.post("/instances/{ident}/rebase", status_code=202,
+             summary="New root from a template, keeping volumes, mounts and identity (202 + operation)")
+def rebase(req: Request, ident: str, body: Rebase, actor: Actor = Depends(current_actor)):
+    return accepted(_svc(req).rebase(ident, body.template, actor=actor))

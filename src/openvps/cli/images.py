@@ -139,3 +139,17 @@ def register(app: typer.Typer, *, handled, client, follow, json_opt) -> None:
         if json_out:
             return render.print_json(inst)
         print(f"instance {inst['name']} (CTID {inst['ctid']}) restored")
+
+    @app.command()
+    @handled
+    def rebase(ident: str = typer.Argument(..., help="CTID or name"),
+               template: str = typer.Option(..., "--template", "-t", help="NAME or NAME@REVISION"),
+               json_out: bool = json_opt):
+        """Re-create the instance's root from a template: its own changes are dropped except its identity
+        (hostname, hosts, machine-id, ssh host keys, root's authorized_keys); volumes and mounts stay. A
+        running instance is stopped for it and started again."""
+        done = follow(client().rebase(ident, template), f"rebasing {ident} on {template}", quiet=json_out)
+        inst = done["result"]["instance"]
+        if json_out:
+            return render.print_json(inst)
+        print(f"instance {inst['name']} rebased on {inst['template']}")

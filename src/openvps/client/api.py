@@ -220,6 +220,9 @@ class Client:
     def delete_volume(self, name: str) -> dict:
         return self.request("DELETE", f"/1.0/volumes/{quote(name)}")
 
+    def rebase(self, ident: str | int, template: str) -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/rebase", {"template": template})
+
     # ---- users and tokens
     def users(self) -> list[dict]:
         return self.request("GET", "/1.0/users")

@@ -239,3 +239,81 @@ class ImageService:
                 self.instances._start(ctid)
             return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
         return self.node.runner.submit(op, run)
+
+    # ------------------------------------------------------------------ rebase
+    def rebase(self, ident, template: str, *, actor=None) -> dict:
+        """Give the instance a new root from `template` (NAME or NAME@REVISION): a fresh, empty own layer
+        that keeps only its identity (KEEP); volumes and mounts are untouched. A running instance is
+        stopped for it and started again."""
+        row = self._row(ident, actor)
+        name, _, rev = (template or "").partition("@")
+        try:
+            manifest = self.node.templates.get(name)
+        except tbase.InvalidTemplateName as e:
+            raise InvalidArgument(str(e), field="template") from None
+        if manifest is None:
+            raise NotFound(f"no template {name!r}; `openvps template list` shows them", template=name)
+        if rev and (not rev.isdigit() or int(rev) != manifest.revision):
+            raise NotFound(f"template {name} has revision {manifest.revision}, not {rev!r}", template=template)
+        if row["state"] not in (State.STOPPED, State.RUNNING, State.SUSPENDED):
+            raise InvalidState(f"cannot rebase instance {row['name']}: it is {row['state']}", state=row["state"])
+        op = self._op("instance.rebase", row, {"template": name})
+
+        def run(o: Operation, p: Progress) -> dict:
+            ctid = o.args["ctid"]
+            cur = self.store.get_instance(ctid)
+            was = State(cur["state"])
+            if was in (State.RUNNING, State.SUSPENDED):
+                p(0.1, "stopping")
+                self.instances._stop(ctid, self.node.config.stop_timeout, False, p)
+                cur = self.store.get_instance(ctid)
+            p(0.4, f"new root from {name}")
+            with still(self.node, cur) as upper:
+                _fresh_upper(upper, self.node.templates.rootfs(name), idmap_of(self.node, cur))
+            self.store.update_instance(ctid, template=name, init=manifest.init, stop_signal=manifest.stop_signal)
+            self.node.event("instance.rebased", cur, template=name, previous=cur["template"])
+            if was in (State.RUNNING, State.SUSPENDED):
+                p(0.8, "starting")
+                self.instances._start(ctid)
+            return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
+        return self.node.runner.submit(op, run)
+
+
+# what a rebase keeps of the old root: the instance's identity and root's access
+KEEP = ("etc/hostname", "etc/hosts", "etc/machine-id", "etc/resolv.conf", "etc/ssh/ssh_host_*",
+        "root/.ssh/authorized_keys")
+
+
+def _fresh_upper(upper: Path, new_lower: Path, idmap: tuple[int, int] | None) -> None:
+    new = upper.with_name(f".upper-new-{secrets.token_hex(4)}")
+    new.mkdir(mode=0o755)
+    try:
+        st = os.stat(new_lower)
+        base = idmap[0] if idmap else 0
+        os.chown(new, base + st.st_uid, base + st.st_gid)
+        for pattern in KEEP:
+            for src in sorted(upper.glob(pattern)):
+                sst = os.lstat(src)
+                if layers.is_whiteout(sst) or not (src.is_file() or src.is_symlink()):
+                    continue
+                rel = src.relative_to(upper)
+                parent = new
+                for part in rel.parts[:-1]:      # parents as the old layer had them (owner, mode)
+                    parent = parent / part
+                    if not parent.exists():
+                        old = upper / parent.relative_to(new)
+                        ost = os.lstat(old)
+                        parent.mkdir()
+                        os.chown(parent, ost.st_uid, ost.st_gid)
+                        os.chmod(parent, ost.st_mode & 0o7777)
+                layers.copy_tree(src, new / rel)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    old = upper.with_name(f".upper-old-{secrets.token_hex(4)}")
+    os.rename(upper, old)
+    os.rename(new, upper)
+    remove_tree(old)
+    work = upper.with_name("work")
+    for entry in os.listdir(work) if work.is_dir() else []:
+        remove_tree(work / entry)
