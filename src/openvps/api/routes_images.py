@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..service.users import Actor
-from .auth import current_actor
+from .auth import admin_actor, current_actor
 from .common import accepted
 
 router = APIRouter(prefix="/1.0", dependencies=[Depends(current_actor)])
@@ -123,3 +123,40 @@ class Rebase(BaseModel):
              summary="New root from a template, keeping volumes, mounts and identity (202 + operation)")
 def rebase(req: Request, ident: str, body: Rebase, actor: Actor = Depends(current_actor)):
     return accepted(_svc(req).rebase(ident, body.template, actor=actor))
+
+
+class UpdateTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    script: Optional[str] = Field(None, max_length=65536, description="shell script run in a throwaway instance "
+                                  "(default: the OS's package upgrade)")
+
+
+class Sync(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: Optional[int] = Field(None, ge=1, description="template version (revision); default the newest")
+    exclude: list[str] = Field(default_factory=list, description="paths inside never touched", examples=[["/home"]])
+    dry_run: bool = Field(False, description="only list what would change")
+
+
+def _versions(req: Request):
+    from ..service.versions import VersionService
+    return VersionService(req.app.state.node)
+
+
+@router.post("/templates/{name}/update", status_code=202, dependencies=[Depends(admin_actor)],
+             summary="Make the next version of a template: a script run in a throwaway instance (admins; 202)")
+def update_template(req: Request, name: str, body: Optional[UpdateTemplate] = None):
+    return accepted(_versions(req).update(name, (body or UpdateTemplate()).script))
+
+
+@router.get("/templates/{name}/versions", summary="Every version of a template, oldest first")
+def template_versions(req: Request, name: str):
+    from ..service.templates import TemplateService
+    return [TemplateService(req.app.state.node).view(m) for m in _versions(req).family(name)]
+
+
+@router.post("/instances/{ident}/sync", status_code=202,
+             summary="Move an instance to another version of its template, keeping excluded paths and its "
+                     "own changes (conflicts); dry_run lists the changes (202 + operation)")
+def sync(req: Request, ident: str, body: Sync, actor: Actor = Depends(current_actor)):
+    return accepted(_versions(req).sync(ident, to=body.to, exclude=body.exclude, dry_run=body.dry_run, actor=actor))

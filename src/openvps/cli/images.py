@@ -9,7 +9,7 @@ import typer
 from . import render
 
 
-def register(app: typer.Typer, *, handled, client, follow, json_opt) -> None:
+def register(app: typer.Typer, *, handled, client, follow, json_opt, template_app=None) -> None:
     snap_app = typer.Typer(help="Snapshots of an instance's files (consistent: frozen during the copy).",
                            no_args_is_help=True)
     app.add_typer(snap_app, name="snapshot")
@@ -153,3 +153,44 @@ def register(app: typer.Typer, *, handled, client, follow, json_opt) -> None:
         if json_out:
             return render.print_json(inst)
         print(f"instance {inst['name']} rebased on {inst['template']}")
+
+    if template_app is not None:
+        @template_app.command("update")
+        @handled
+        def template_update(name: str = typer.Argument(..., help="template (any of its versions)"),
+                            script: Optional[str] = typer.Option(None, "--script", help="file with a shell script "
+                                                                 "to run instead of the OS's package upgrade"),
+                            json_out: bool = json_opt):
+            """Make the next version of a template: run its package upgrade (or --script) in a throwaway
+            instance of the newest version and store the result as NAME.vN."""
+            text = None
+            if script is not None:
+                try:
+                    with open(script) as f:
+                        text = f.read()
+                except OSError as e:
+                    raise ValueError(f"cannot read {script}: {e.strerror}") from None
+            done = follow(client().update_template(name, text), f"updating {name}", quiet=json_out)
+            t = done["result"]["template"]
+            if json_out:
+                return render.print_json(done["result"])
+            print(f"template {t['name']} is version {t['revision']} of {t['base']} (parent {t['parent']})")
+
+    @app.command()
+    @handled
+    def sync(ident: str = typer.Argument(..., help="CTID or name"),
+             to: Optional[int] = typer.Option(None, "--to", help="template version; default the newest"),
+             exclude: list[str] = typer.Option([], "--exclude", help="path inside never touched (repeatable)"),
+             dry_run: bool = typer.Option(False, "--dry-run", help="only list what would change"),
+             json_out: bool = json_opt):
+        """Push a template update to an instance (like si_updateclient): files that changed between its
+        version and the target, except excluded paths and files it changed itself (conflicts, kept)."""
+        done = follow(client().sync(ident, to, list(exclude), dry_run), f"sync {ident}", quiet=json_out)
+        r = done["result"]["sync"]
+        if json_out:
+            return render.print_json(r)
+        print(f"{ident}: {r['from']} -> {r['to']}" + (" (dry run)" if dry_run else ""))
+        for key, word in (("updated", "would update" if dry_run else "updated"), ("excluded", "excluded"),
+                          ("conflicts", "conflict (kept)")):
+            for e in r[key]:
+                print(f"  {word:16} {e['change']:9} {e['path']}")

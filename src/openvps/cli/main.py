@@ -349,12 +349,20 @@ def template_build(name: str = typer.Argument(..., help="minimal, debian-12, ...
 
 @template_app.command("list")
 @handled
-def template_list(json_out: bool = JSON):
+def template_list(versions: bool = typer.Option(False, "--versions", help="group by template: every version, "
+                                                "its revision and parent"), json_out: bool = JSON):
     """List built templates."""
     items = client().templates()
+    if versions:
+        items = sorted(items, key=lambda t: (t.get("base") or t["name"], t.get("revision", 1)))
     if json_out:
         return render.print_json(items)
     from ..domain.sizes import format_size
+    if versions:
+        return render.table(["TEMPLATE", "VERSION", "NAME", "PARENT", "SIZE", "CREATED", "IN USE BY"],
+                            [[t.get("base") or t["name"], str(t.get("revision", 1)), t["name"], t.get("parent") or "-",
+                              format_size(t["size_bytes"]), t["created_at"][:19], ", ".join(t["in_use_by"]) or "-"]
+                             for t in items])
     render.table(["NAME", "OS", "RELEASE", "INIT", "SIZE", "CREATED", "IN USE BY"],
                  [[t["name"], t["os"], t["release"], t["init"], format_size(t["size_bytes"]), t["created_at"][:19],
                    ", ".join(t["in_use_by"]) or "-"] for t in items])
@@ -489,7 +497,7 @@ _accounting.register(app, handled=handled, client=lambda: client(), follow=lambd
 from . import images as _images  # noqa: E402
 
 _images.register(app, handled=handled, client=lambda: client(), follow=lambda *a, **k: follow(*a, **k),
-                 json_opt=JSON)
+                 json_opt=JSON, template_app=template_app)
 
 
 def run() -> None:

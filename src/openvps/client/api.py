@@ -223,6 +223,17 @@ class Client:
     def rebase(self, ident: str | int, template: str) -> dict:
         return self.request("POST", f"/1.0/instances/{quote(str(ident))}/rebase", {"template": template})
 
+    def update_template(self, name: str, script: str | None = None) -> dict:
+        return self.request("POST", f"/1.0/templates/{quote(name)}/update", {"script": script})
+
+    def template_versions(self, name: str) -> list[dict]:
+        return self.request("GET", f"/1.0/templates/{quote(name)}/versions")
+
+    def sync(self, ident: str | int, to: int | None = None, exclude: list[str] | None = None,
+             dry_run: bool = False) -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/sync",
+                            {"to": to, "exclude": list(exclude or []), "dry_run": dry_run})
+
     # ---- users and tokens
     def users(self) -> list[dict]:
         return self.request("GET", "/1.0/users")

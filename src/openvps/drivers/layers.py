@@ -6,6 +6,8 @@ opaque dirs (xattr trusted.overlay.opaque=y = "hides the lower dir's entries"). 
 (`cp -a` as root keeps owners, modes, xattrs including trusted.*, device nodes and hard links)."""
 from __future__ import annotations
 
+import filecmp
+import fnmatch
 import os
 import shutil
 import stat
@@ -88,9 +90,11 @@ def _copy_entry(src: str, dst: str, st: os.stat_result, base: int, size: int, de
     _copy_xattrs(src, dst)
 
 
-def apply_upper(upper: Path, target: Path, *, base: int = 0, size: int = 0, delta: int = 0) -> None:
+def apply_upper(upper: Path, target: Path, *, base: int = 0, size: int = 0, delta: int = 0,
+                skip: tuple[str, ...] = ()) -> None:
     """Fold an overlay upper dir onto a plain full tree (what the merged view shows), turning owners in
-    [base, base+size) back by delta. Whiteouts delete, opaque dirs replace. Times of dirs are kept."""
+    [base, base+size) back by delta. Whiteouts delete, opaque dirs replace. Times of dirs are kept.
+    Files whose relative path matches a glob in skip are left as the tree has them."""
     dir_times: list[tuple[str, os.stat_result]] = []
     for dirpath, dirnames, filenames in os.walk(upper):
         rel = os.path.relpath(dirpath, upper)
@@ -110,6 +114,8 @@ def apply_upper(upper: Path, target: Path, *, base: int = 0, size: int = 0, delt
         dir_times.append((tdir, dst_st))
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             src, dst = os.path.join(dirpath, name), os.path.join(tdir, name)
+            if skip and any(fnmatch.fnmatchcase(os.path.normpath(os.path.join(rel, name)), g) for g in skip):
+                continue
             st = os.lstat(src)
             _remove(dst)
             if not is_whiteout(st):
@@ -136,3 +142,85 @@ def tree_size(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def _same(a: str, b: str, sa: os.stat_result, sb: os.stat_result) -> bool:
+    if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode) or sa.st_mode != sb.st_mode \
+            or (sa.st_uid, sa.st_gid) != (sb.st_uid, sb.st_gid):
+        return False
+    if stat.S_ISLNK(sa.st_mode):
+        return os.readlink(a) == os.readlink(b)
+    if stat.S_ISREG(sa.st_mode):
+        return sa.st_size == sb.st_size and filecmp.cmp(a, b, shallow=False)
+    if stat.S_ISCHR(sa.st_mode) or stat.S_ISBLK(sa.st_mode):
+        return sa.st_rdev == sb.st_rdev
+    return True
+
+
+def diff_trees(old: Path, new: Path) -> list[tuple[str, str]]:
+    """(relative path, added|removed|modified) from old to new; a whole added or removed directory is one
+    entry; a directory whose own attributes changed is 'modified' and its children are compared too."""
+    out: list[tuple[str, str]] = []
+
+    def walk(rel: str) -> None:
+        a, b = os.path.join(old, rel), os.path.join(new, rel)
+        na, nb = set(os.listdir(a)), set(os.listdir(b))
+        for name in sorted(na | nb):
+            r = os.path.join(rel, name) if rel else name
+            pa, pb = os.path.join(a, name), os.path.join(b, name)
+            if name not in nb:
+                out.append((r, "removed"))
+                continue
+            if name not in na:
+                out.append((r, "added"))
+                continue
+            sa, sb = os.lstat(pa), os.lstat(pb)
+            both_dirs = stat.S_ISDIR(sa.st_mode) and stat.S_ISDIR(sb.st_mode)
+            if not _same(pa, pb, sa, sb):
+                out.append((r, "modified"))
+                if not both_dirs:
+                    continue
+            if both_dirs:
+                walk(r)
+    walk("")
+    return out
+
+
+def copy_into(src_root: Path, rel: str, dst_root: Path, *, size: int = 0, delta: int = 0) -> None:
+    """Copy src_root/rel (a whole subtree) to dst_root/rel, making missing parents like src_root's, owners
+    in [0, size) moved up by delta (a template's ids into an instance's range)."""
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        sub = "/".join(parts[:i])
+        d = os.path.join(dst_root, sub)
+        if not os.path.lexists(d):
+            st = os.lstat(os.path.join(src_root, sub))
+            os.mkdir(d)
+            os.lchown(d, _shift(st.st_uid, 0, size, delta), _shift(st.st_gid, 0, size, delta))
+            os.chmod(d, stat.S_IMODE(st.st_mode))
+    src, dst = os.path.join(src_root, rel), os.path.join(dst_root, rel)
+    _remove(dst)
+    st = os.lstat(src)
+    _copy_entry(src, dst, st, 0, size, delta)
+    if stat.S_ISDIR(st.st_mode):
+        for dirpath, dirnames, filenames in os.walk(src):
+            for name in dirnames + filenames:
+                s = os.path.join(dirpath, name)
+                _copy_entry(s, os.path.join(dst, os.path.relpath(s, src)), os.lstat(s), 0, size, delta)
+
+
+def whiteout(dst_root: Path, rel: str, src_root: Path, *, size: int = 0, delta: int = 0) -> None:
+    """Hide rel in an overlay (a char device 0:0 in the upper), parents made like src_root's."""
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        sub = "/".join(parts[:i])
+        d = os.path.join(dst_root, sub)
+        if not os.path.lexists(d):
+            st = os.lstat(os.path.join(src_root, sub))
+            os.mkdir(d)
+            os.lchown(d, _shift(st.st_uid, 0, size, delta), _shift(st.st_gid, 0, size, delta))
+            os.chmod(d, stat.S_IMODE(st.st_mode))
+    dst = os.path.join(dst_root, rel)
+    _remove(dst)
+    os.mknod(dst, stat.S_IFCHR | 0o000, 0)
+    os.lchown(dst, _shift(0, 0, size, delta), _shift(0, 0, size, delta))

@@ -77,6 +77,7 @@ class Manifest:
     revision: int = 1  # the template's own version, counting from 1
     owner: str = ""  # the user who published it ("" for built templates)
     description: str = ""
+    base: str = ""  # versions (`template update`): the first version's name; "" = this is the first
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
