@@ -160,3 +160,31 @@ def template_versions(req: Request, name: str):
                      "own changes (conflicts); dry_run lists the changes (202 + operation)")
 def sync(req: Request, ident: str, body: Sync, actor: Actor = Depends(current_actor)):
     return accepted(_versions(req).sync(ident, to=body.to, exclude=body.exclude, dry_run=body.dry_run, actor=actor))
+
+
+class ExportTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(description="file to write (absolute path on the node)")
+    base: Optional[str] = Field(None, description="a template the other node has: export only a delta against it")
+
+
+class ImportTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str = Field(description="export file (absolute path on the node)")
+
+
+def _transfer(req: Request):
+    from ..service.transfer import TransferService
+    return TransferService(req.app.state.node)
+
+
+@router.post("/templates/import", status_code=202, dependencies=[Depends(admin_actor)],
+             summary="Import a template export (full or delta; content hash checked; admins; 202)")
+def import_template(req: Request, body: ImportTemplate):
+    return accepted(_transfer(req).import_(body.file))
+
+
+@router.post("/templates/{name}/export", status_code=202, dependencies=[Depends(admin_actor)],
+             summary="Export a template to a file, optionally as a zstd delta against a base (admins; 202)")
+def export_template(req: Request, name: str, body: ExportTemplate):
+    return accepted(_transfer(req).export(name, to=body.to, base=body.base))

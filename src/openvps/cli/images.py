@@ -176,6 +176,37 @@ def register(app: typer.Typer, *, handled, client, follow, json_opt, template_ap
                 return render.print_json(done["result"])
             print(f"template {t['name']} is version {t['revision']} of {t['base']} (parent {t['parent']})")
 
+    if template_app is not None:
+        @template_app.command("export")
+        @handled
+        def template_export(name: str = typer.Argument(...),
+                            to: str = typer.Option(..., "--to", help="file to write"),
+                            base: Optional[str] = typer.Option(None, "--base", help="a template the other node "
+                                                               "has: write only a delta against it"),
+                            json_out: bool = json_opt):
+            """Export a template to one file: the whole tree (zstd), or with --base a binary delta
+            (zstd --patch-from) that `template import` on the other node turns back into the exact tree."""
+            done = follow(client().export_template(name, os.path.abspath(to), base), f"exporting {name}",
+                          quiet=json_out)
+            e = done["result"]["export"]
+            if json_out:
+                return render.print_json(e)
+            from ..domain.sizes import format_size
+            print(f"{e['file']}: {format_size(e['bytes'])} for a {format_size(e['tree_bytes'])} tree"
+                  + (f" (delta against {e['base']['name']})" if e["base"] else ""))
+
+        @template_app.command("import")
+        @handled
+        def template_import(file: str = typer.Argument(..., help="file from `template export`"),
+                            json_out: bool = json_opt):
+            """Import a template export; a delta needs its base here, and the rebuilt tree's content hash
+            must match the exported one."""
+            done = follow(client().import_template(os.path.abspath(file)), f"importing {file}", quiet=json_out)
+            t = done["result"]["template"]
+            if json_out:
+                return render.print_json(t)
+            print(f"template {t['name']} imported")
+
     @app.command()
     @handled
     def sync(ident: str = typer.Argument(..., help="CTID or name"),

@@ -234,6 +234,12 @@ class Client:
         return self.request("POST", f"/1.0/instances/{quote(str(ident))}/sync",
                             {"to": to, "exclude": list(exclude or []), "dry_run": dry_run})
 
+    def export_template(self, name: str, to: str, base: str | None = None) -> dict:
+        return self.request("POST", f"/1.0/templates/{quote(name)}/export", {"to": to, "base": base})
+
+    def import_template(self, file: str) -> dict:
+        return self.request("POST", "/1.0/templates/import", {"file": file})
+
     # ---- users and tokens
     def users(self) -> list[dict]:
         return self.request("GET", "/1.0/users")
