@@ -85,11 +85,11 @@ class TransferService:
                 base_digest = repro_tar(self.node.templates.rootfs(b.name), work / "base.tar")
                 meta["base"] = {"name": b.name, "revision": b.revision, "tar_sha256": base_digest}
                 p(0.6, "delta (zstd --patch-from)")
-                _zstd(["-19", WINDOW, f"--patch-from={work / 'base.tar'}", str(work / "tree.tar"),
+                _zstd(["-9", "-T0", WINDOW, f"--patch-from={work / 'base.tar'}", str(work / "tree.tar"),
                        "-o", str(work / "payload.zst")])
             else:
                 p(0.6, "compressing")
-                _zstd(["-19", "-T0", WINDOW, str(work / "tree.tar"), "-o", str(work / "payload.zst")])
+                _zstd(["-9", "-T0", WINDOW, str(work / "tree.tar"), "-o", str(work / "payload.zst")])
             (work / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
             partial = out.with_name(f".{out.name}.partial")
             with tarfile.open(partial, "w") as t:
