@@ -151,5 +151,11 @@ def create_app(node: Node) -> FastAPI:
     from . import routes_network
     # users manage the forwards, addresses and rules of their own instances (scoped in the service)
     app.include_router(routes_network.router)
+    from ..service.images import ImageService
+    from . import routes_images
+    from ..service.backups import BackupService
+    app.state.images = ImageService(node)     # publish, snapshots (issue 7)
+    app.state.backups = BackupService(node)
+    app.include_router(routes_images.router)
     _request_metrics(app, app.state.request_stats)
     return app

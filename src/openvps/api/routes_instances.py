@@ -40,7 +40,7 @@ def create_instance(req: Request, body: CreateInstance, actor: Actor = Depends(c
                                      root_password=body.root_password, start=body.start, nets=body.nets,
                                      ipadd=body.ipadd, nameservers=body.nameservers, searchdomain=body.searchdomain,
                                      privileged=body.privileged, tags=body.tags, description=body.description,
-                                     actor=actor))
+                                     volumes=body.volumes, mounts=body.mounts, actor=actor))
 
 
 @router.get("/instances/{ident}", summary="Show one instance (by CTID or name), with its ETag")

@@ -35,6 +35,10 @@ class CreateInstance(BaseModel):
     ssh_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys for root's authorized_keys")
     root_password: Optional[str] = Field(None, description="root password (stored only as a hash inside the instance)")
     start: bool = Field(False, description="start it once created (like pct create --start)")
+    volumes: list[str] = Field(default_factory=list, description="named volumes NAME:/path[:ro]; made if missing, "
+                               "they outlive the instance", examples=[["data:/var/lib/mysql"]])
+    mounts: list[str] = Field(default_factory=list, description="admins: node directories /node/dir:/path[:ro]",
+                              examples=[["/srv/code:/var/www:ro"]])
     privileged: bool = Field(False, description="UNSAFE: no user namespace, root inside is root on the node. "
                              "By default every instance gets its own uid range")
     nets: Optional[list[str]] = Field(None, description="networks to join, one interface each (eth0, eth1, ...); "

@@ -116,6 +116,10 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
                                                       rich_help_panel="Network"),
            tag: List[str] = typer.Option([], "--tag", help="key=value label (repeatable)"),
            description: str = typer.Option("", "--description", help="free text"),
+           volume: List[str] = typer.Option([], "--volume", help="named volume NAME:/path[:ro] (made if missing; "
+                                            "outlives the instance; repeatable)", rich_help_panel="Data"),
+           mount: List[str] = typer.Option([], "--mount", help="node directory /node/dir:/path[:ro] (admins; "
+                                           "repeatable)", rich_help_panel="Data"),
            json_out: bool = JSON, limits: dict = None):
     """Create an instance as a copy-on-write clone of a template."""
     keys = []
@@ -133,7 +137,9 @@ def create(ctid: Optional[int] = typer.Argument(None, help="numeric CTID; next f
                                  "searchdomain": searchdomain}.items() if v}
     op = client().create(name=name, template=template, ctid=ctid, hostname=hostname, limits=limits,
                          ssh_keys=keys, root_password=password, start=start, privileged=privileged, **netargs,
-                         **({"tags": _tags(tag)} if tag else {}), **({"description": description} if description else {}))
+                         **({"tags": _tags(tag)} if tag else {}),
+                         **({"volumes": list(volume)} if volume else {}), **({"mounts": list(mount)} if mount else {}),
+                         **({"description": description} if description else {}))
     done = follow(op, f"creating {name}", quiet=json_out)
     inst = done["result"]["instance"]
     if json_out:
@@ -343,12 +349,20 @@ def template_build(name: str = typer.Argument(..., help="minimal, debian-12, ...
 
 @template_app.command("list")
 @handled
-def template_list(json_out: bool = JSON):
+def template_list(versions: bool = typer.Option(False, "--versions", help="group by template: every version, "
+                                                "its revision and parent"), json_out: bool = JSON):
     """List built templates."""
     items = client().templates()
+    if versions:
+        items = sorted(items, key=lambda t: (t.get("base") or t["name"], t.get("revision", 1)))
     if json_out:
         return render.print_json(items)
     from ..domain.sizes import format_size
+    if versions:
+        return render.table(["TEMPLATE", "VERSION", "NAME", "PARENT", "SIZE", "CREATED", "IN USE BY"],
+                            [[t.get("base") or t["name"], str(t.get("revision", 1)), t["name"], t.get("parent") or "-",
+                              format_size(t["size_bytes"]), t["created_at"][:19], ", ".join(t["in_use_by"]) or "-"]
+                             for t in items])
     render.table(["NAME", "OS", "RELEASE", "INIT", "SIZE", "CREATED", "IN USE BY"],
                  [[t["name"], t["os"], t["release"], t["init"], format_size(t["size_bytes"]), t["created_at"][:19],
                    ", ".join(t["in_use_by"]) or "-"] for t in items])
@@ -477,6 +491,13 @@ from . import accounting as _accounting  # noqa: E402
 
 _accounting.register(app, handled=handled, client=lambda: client(), follow=lambda *a, **k: follow(*a, **k),
                      json_opt=JSON)
+
+
+# ------------------------------------------------------------------ images (cli/images.py)
+from . import images as _images  # noqa: E402
+
+_images.register(app, handled=handled, client=lambda: client(), follow=lambda *a, **k: follow(*a, **k),
+                 json_opt=JSON, template_app=template_app)
 
 
 def run() -> None:

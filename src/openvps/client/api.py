@@ -188,6 +188,60 @@ class Client:
     def cancel(self, op_id: str) -> dict:
         return self.request("DELETE", f"/1.0/operations/{quote(op_id)}")
 
+    # ---- images: publish, snapshots
+    def publish(self, ident: str | int, name: str, description: str = "") -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/publish",
+                            {"name": name, "description": description})
+
+    def snapshots(self, ident: str | int) -> list[dict]:
+        return self.request("GET", f"/1.0/instances/{quote(str(ident))}/snapshots")
+
+    def create_snapshot(self, ident: str | int, name: str, description: str = "") -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/snapshots",
+                            {"name": name, "description": description})
+
+    def restore_snapshot(self, ident: str | int, name: str, start: bool = False) -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/snapshots/{quote(name)}/restore",
+                            {"start": start})
+
+    def delete_snapshot(self, ident: str | int, name: str) -> dict:
+        return self.request("DELETE", f"/1.0/instances/{quote(str(ident))}/snapshots/{quote(name)}")
+
+    def backup(self, ident: str | int, to: str, mode: str = "snapshot") -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/backups", {"mode": mode, "to": to})
+
+    def restore(self, archive: str, ctid: int | None = None, name: str | None = None) -> dict:
+        return self.request("POST", "/1.0/backups/restore", {"archive": archive, "ctid": ctid, "name": name})
+
+    def volumes(self) -> list[dict]:
+        return self.request("GET", "/1.0/volumes")
+
+    def create_volume(self, name: str) -> dict:
+        return self.request("POST", "/1.0/volumes", {"name": name})
+
+    def delete_volume(self, name: str) -> dict:
+        return self.request("DELETE", f"/1.0/volumes/{quote(name)}")
+
+    def rebase(self, ident: str | int, template: str) -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/rebase", {"template": template})
+
+    def update_template(self, name: str, script: str | None = None) -> dict:
+        return self.request("POST", f"/1.0/templates/{quote(name)}/update", {"script": script})
+
+    def template_versions(self, name: str) -> list[dict]:
+        return self.request("GET", f"/1.0/templates/{quote(name)}/versions")
+
+    def sync(self, ident: str | int, to: int | None = None, exclude: list[str] | None = None,
+             dry_run: bool = False) -> dict:
+        return self.request("POST", f"/1.0/instances/{quote(str(ident))}/sync",
+                            {"to": to, "exclude": list(exclude or []), "dry_run": dry_run})
+
+    def export_template(self, name: str, to: str, base: str | None = None) -> dict:
+        return self.request("POST", f"/1.0/templates/{quote(name)}/export", {"to": to, "base": base})
+
+    def import_template(self, file: str) -> dict:
+        return self.request("POST", "/1.0/templates/import", {"file": file})
+
     # ---- users and tokens
     def users(self) -> list[dict]:
         return self.request("GET", "/1.0/users")

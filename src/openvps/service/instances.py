@@ -22,6 +22,7 @@ from .node import Node
 from .ops import Operation, Progress, Reverter
 from .users import ROOT, Actor, UserService, check_if_match
 from .views import instance_etag, instance_view
+from .volumes import VolumeService
 
 log = logging.getLogger("openvps.instances")
 
@@ -96,8 +97,10 @@ class InstanceService:
                root_password: str | None = None, start: bool = False, nets: list[str] | None = None,
                ipadd: list[str] | None = None, nameservers: list[str] | None = None,
                searchdomain: str | None = None, privileged: bool = False,
-               tags: dict | None = None, description: str = "", actor: Actor = ROOT) -> dict:
+               tags: dict | None = None, description: str = "", volumes: list[str] | None = None,
+               mounts: list[str] | None = None, actor: Actor = ROOT) -> dict:
         validate_name(name)
+        mount_rows = VolumeService(self.node).plan(volumes, mounts, actor)   # --volume/--mount (issue 7)
         tags = validate_tags(tags or {})
         description = validate_description(description or "")
         if ctid is not None:
@@ -151,6 +154,7 @@ class InstanceService:
             raise OpenVPSError("could not find a free CTID; pass one explicitly")
         try:   # IPAM in one store transaction: a taken or outside address answers 4xx now
             self.node.networks.allocate(row["ctid"], nets, ipadd, nameservers, searchdomain)
+            VolumeService(self.node).record(row["ctid"], mount_rows, actor)
         except Exception:
             self.store.delete_instance(row["ctid"])
             raise
@@ -278,6 +282,7 @@ class InstanceService:
             self.store.update_instance(ctid, state=State.DESTROYING.value)
             self.node.runtime.delete(self.node.cid(ctid), force=True)
             self.node.networks.detach(ctid)
+            VolumeService(self.node).detach(ctid)      # before any removal: never delete through a volume
             self.node.storage.destroy(self.node.bundle(ctid))
             self.store.delete_instance(ctid)      # its addresses, forwards and rules go with it
             self.node.networks.rebuild()
@@ -321,6 +326,9 @@ class InstanceService:
         with Reverter() as undo:
             undo.add("unmount", lambda: self.node.storage.unmount(bundle))
             self.node.storage.mount(bundle, lower, spec.idmap)
+            vols = VolumeService(self.node)
+            undo.add("unmount volumes", lambda: vols.detach(ctid))
+            spec.mounts = list(spec.mounts) + vols.attach(row)
             undo.add("remove the network namespace", lambda: self.node.networks.detach(ctid))
             # runc makes the network namespace (owned by the instance's user namespace, so sysfs can be
             # mounted inside); we name and wire it between runc create and runc start
@@ -355,6 +363,7 @@ class InstanceService:
         rt.delete(cid, force=True)
         self.node.networks.detach(ctid)
         self.node.storage.unmount(self.node.bundle(ctid))
+        VolumeService(self.node).detach(ctid)
         self.store.update_instance(ctid, state=State.STOPPED.value, live={})
         if row["state"] != State.STOPPED:
             self._event("instance.stopped", ctid)

@@ -134,6 +134,7 @@ class Node:
                 self.runtime.delete(cid, force=True)
                 self.network.detach(ctid)
                 self.storage.unmount(self.bundle(ctid))
+                self._detach_volumes(ctid)
                 self.store.update_instance(ctid, state=State.STOPPED.value, live={})
         # runc state without a store row: report, never delete (it may be an operator's)
         report["orphans"] = sorted(set(running) - known)
@@ -150,4 +151,9 @@ class Node:
     def _remove_everything(self, ctid: int) -> None:
         self.runtime.delete(self.cid(ctid), force=True)
         self.network.detach(ctid)
+        self._detach_volumes(ctid)
         self.storage.destroy(self.bundle(ctid))
+
+    def _detach_volumes(self, ctid: int) -> None:
+        from .volumes import VolumeService     # issue 7: idmapped views of volumes and bind mounts
+        VolumeService(self).detach(ctid)

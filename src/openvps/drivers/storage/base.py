@@ -32,6 +32,15 @@ class Storage(ABC):
     def destroy(self, bundle: Path) -> None:
         """Unmount and remove everything under bundle."""
 
+    def upper_dir(self, bundle: Path) -> Path:
+        """The instance's own layer (its changes over the template); valid while mounted."""
+        from ...domain.errors import DriverError
+        raise DriverError(f"storage {self.name} has no upper layer to copy (snapshots, publish, backups)")
+
+    def open_layer(self, bundle: Path) -> Path:
+        """Make the upper dir of a stopped instance reachable (no overlay mounted); unmount() closes it."""
+        return self.upper_dir(bundle)
+
     @abstractmethod
     def usage(self, bundle: Path) -> int:
         """Bytes the instance's own layer uses."""

@@ -107,12 +107,7 @@ class OverlayStorage(Storage):
         if mounted(target):
             return target
         try:
-            layer = _layer(bundle)
-            if layer != bundle and not mounted(layer):
-                p = subprocess.run(["mount", "-t", "ext4", "-o", "loop,nodev,nosuid", str(bundle / DISK_IMAGE),
-                                    str(layer)], stdin=subprocess.DEVNULL, capture_output=True, text=True)
-                if p.returncode != 0:
-                    raise DriverError(f"mounting the diskspace image of {bundle.name} failed: {p.stderr.strip()}")
+            layer = self._mount_layer(bundle)
             lower = template_rootfs
             if idmap:
                 lower = bundle / "lower"
@@ -143,6 +138,23 @@ class OverlayStorage(Storage):
             if mounted(bundle / m):     # never rmtree through a mount: "lower" shows the shared template
                 raise DriverError(f"{bundle / m} is still mounted; not removing it")
         shutil.rmtree(bundle)
+
+    def upper_dir(self, bundle: Path) -> Path:
+        return _layer(bundle) / "upper"
+
+    def open_layer(self, bundle: Path) -> Path:
+        """Make the upper dir reachable without mounting the overlay (the quota image only)."""
+        return self._mount_layer(bundle) / "upper"
+
+    @staticmethod
+    def _mount_layer(bundle: Path) -> Path:
+        layer = _layer(bundle)
+        if layer != bundle and not mounted(layer):
+            p = subprocess.run(["mount", "-t", "ext4", "-o", "loop,nodev,nosuid", str(bundle / DISK_IMAGE),
+                                str(layer)], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise DriverError(f"mounting the diskspace image of {bundle.name} failed: {p.stderr.strip()}")
+        return layer
 
     def usage(self, bundle: Path) -> int:
         total = 0

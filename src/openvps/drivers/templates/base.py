@@ -72,6 +72,12 @@ class Manifest:
     created_at: str  # ISO 8601 UTC
     builder: str  # builder name
     version: int = MANIFEST_VERSION
+    # published templates (`openvps publish`): where they came from and whose they are
+    parent: str = ""  # "name@revision" of the template the instance was cloned from
+    revision: int = 1  # the template's own version, counting from 1
+    owner: str = ""  # the user who published it ("" for built templates)
+    description: str = ""
+    base: str = ""  # versions (`template update`): the first version's name; "" = this is the first
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

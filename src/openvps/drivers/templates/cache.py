@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import errno
 import fcntl
@@ -200,6 +201,36 @@ class TemplateCache:
             progress(1.0, f"{name} ready")
             log.info("template %s built: %d bytes, archive %d bytes", name,
                      manifest.size_bytes, manifest.archive_bytes)
+            return manifest
+
+    def add(self, name: str, fill, manifest: Manifest, progress: ProgressFn = noop_progress) -> Manifest:
+        """A template made from a tree that fill(rootfs) writes (e.g. a published instance); the
+        manifest's sizes and time are filled in here. Raises FileExistsError if the name is taken."""
+        validate_name(name)
+        with self._locked(name):
+            if os.path.lexists(self.root / name):
+                raise FileExistsError(name)
+            work = self.root / f".build-{name}-{_token()}"
+            try:
+                work.mkdir(mode=0o700)
+                rootfs = work / "rootfs"
+                fill(rootfs)
+                progress(BUILD_SHARE, f"packing {name}.tar.zst")
+                archive = work / f"{name}.tar.zst"
+                pack(rootfs, archive)
+                manifest = dataclasses.replace(
+                    manifest, name=name, size_bytes=apparent_size(rootfs), archive_bytes=archive.stat().st_size,
+                    created_at=datetime.datetime.now(datetime.timezone.utc)
+                    .isoformat(timespec="seconds").replace("+00:00", "Z"))
+                (work / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+                os.chmod(work, 0o755)
+                self._publish(name, work)
+            except BaseException:
+                try:
+                    remove_tree(work)
+                except Exception as e:
+                    log.error("could not remove %s: %s", work, e)
+                raise
             return manifest
 
     def _publish(self, name: str, work: Path) -> None:

@@ -420,3 +420,19 @@ def setup_instance(rootfs: Path, manifest: Manifest, *, hostname: str,
                 proc.wait()
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def clean_identity(rootfs: Path) -> None:
+    """Remove what must be unique per instance from a tree that becomes a template (publish): ssh host
+    keys and machine ids, so instances made from it get fresh ones (setup_instance writes them)."""
+    rootfs = Path(rootfs)
+    ssh = rootfs / "etc/ssh"
+    if ssh.is_dir() and not ssh.is_symlink():
+        for key in ssh.glob("ssh_host_*"):
+            key.unlink()
+    mid = rootfs / "etc/machine-id"
+    if mid.is_file() and not mid.is_symlink():
+        mid.write_text("")               # empty: systemd treats it as unset and setup_instance fills it
+    dbus = rootfs / "var/lib/dbus/machine-id"
+    if dbus.is_file() or dbus.is_symlink():
+        dbus.unlink()
