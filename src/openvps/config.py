@@ -40,6 +40,7 @@ class Config:
     lxcfs: bool = True              # run one lxcfs for the node so /proc inside shows the instance's limits
     lxcfs_binary: str = "lxcfs"
     events_interval: float = 1.0    # seconds between polls of the counters behind limit/OOM events
+    sample_interval: int = 10       # seconds between the dashboard's samples (CPU, RAM, swap, network)
 
     @property
     def home_path(self) -> Path:

@@ -149,5 +149,7 @@ def create_app(node: Node) -> FastAPI:
     from . import routes_network
     # the node's networks, forwards, public addresses and firewall are the operator's: admin only (for now)
     app.include_router(routes_network.router, dependencies=[Depends(admin_actor)])
+    from ..web import mount as mount_web    # the web dashboard at /ui/ (and its /1.0 additions)
+    mount_web(app)
     _request_metrics(app, app.state.request_stats)
     return app
