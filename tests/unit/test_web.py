@@ -2,6 +2,7 @@
 bookmarks (validation, owner scope, gone with the instance) and the round-robin sample store."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -160,8 +161,10 @@ def test_password_rest_rules(sock, browser):
     h = {"X-CSRF-Token": csrf}
     r = c.put("/1.0/users/bob/password", json={"password": "hijacked!!"}, headers=h)
     assert r.status_code == 404
-    r = c.put("/1.0/users/alice/password", json={"password": "short"}, headers=h)
-    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "password"
+    for bad in ("short", "long enough\ud800", "two\nlines here"):
+        r = c.put("/1.0/users/alice/password", content=json.dumps({"password": bad}),
+                  headers={**h, "Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "password", bad
     assert c.put("/1.0/users/alice/password", json={"password": "a new password"}, headers=h).status_code == 200
     assert c.get("/1.0").status_code == 401            # a new password ends the sessions
     assert browser().post("/ui/login", data={"user": "alice", "password": "a new password"}).status_code == 303
@@ -175,8 +178,9 @@ def test_bookmarks_validated_scoped_and_gone_with_the_instance(sock, browser, no
     ha, hb = {"X-CSRF-Token": login(a, "alice")}, {"X-CSRF-Token": login(b, "bob")}
     assert finish(sock, a.post("/1.0/instances", json={"name": "web1", "template": "minimal"}, headers=ha))["status"] \
         == "success"
-    for bad in ("javascript:alert(1)", "data:text/html,x", "http://", "ftp://x/"):
-        r = a.put("/1.0/instances/web1/bookmarks", json={"bookmarks": [{"label": "x", "url": bad}]}, headers=ha)
+    for bad in ("javascript:alert(1)", "data:text/html,x", "http://", "ftp://x/", "http://x/\ud800", "http://x/\na"):
+        r = a.put("/1.0/instances/web1/bookmarks", content=json.dumps({"bookmarks": [{"label": "x", "url": bad}]}),
+                  headers={**ha, "Content-Type": "application/json"})     # (json.dumps escapes lone surrogates)
         assert r.status_code == 400, bad
     marks = [{"label": "site", "url": "http://198.51.100.7/"}, {"label": "admin", "url": "https://x.test:8443/a"}]
     r = a.put("/1.0/instances/web1/bookmarks", json={"bookmarks": marks}, headers=ha)

@@ -50,6 +50,10 @@ def validate_password(password) -> str:
         raise InvalidArgument(f"password: from {MIN_PASSWORD} to 1024 characters", field="password")
     if any(c in password for c in "\0\n\r"):
         raise InvalidArgument("password: no newlines or NUL characters", field="password")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument("password: invalid Unicode (a lone surrogate)", field="password") from None
     return password
 
 

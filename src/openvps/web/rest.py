@@ -39,6 +39,8 @@ def validate_bookmarks(items: list[dict]) -> list[dict]:
     out = []
     for i, b in enumerate(items):
         label, url = (b.get("label") or "").strip(), (b.get("url") or "").strip()
+        if not _clean(label) or not _clean(url):
+            raise InvalidArgument(f"bookmark {i + 1}: no control characters or invalid Unicode", field="bookmarks")
         if not 1 <= len(label) <= 100:
             raise InvalidArgument(f"bookmark {i + 1}: a label of 1 to 100 characters", field="label")
         parts = urlsplit(url)
@@ -48,6 +50,14 @@ def validate_bookmarks(items: list[dict]) -> list[dict]:
                                   "(at most 2000 characters)", field="url")
         out.append({"label": label, "url": url})
     return out
+
+
+def _clean(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:      # lone surrogates from JSON escapes
+        return False
+    return not any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def ssh_command(node, ctid: int, addresses: list[str], host: str | None) -> str | None:

@@ -45,9 +45,11 @@
     e.preventDefault();
     const limits = {};
     for (const k of ["ram", "swap", "cpus", "cpulimit"]) {
-      const v = document.getElementById("l-" + k).value.trim();
-      if (v !== "") limits[k] = /^\d+$/.test(v) ? parseInt(v, 10) : v;
+      const input = document.getElementById("l-" + k), v = input.value.trim();
+      // only what the user changed (the fields show the limits as rendered, e.g. cpus "all")
+      if (v !== "" && v !== input.defaultValue.trim()) limits[k] = /^\d+$/.test(v) ? parseInt(v, 10) : v;
     }
+    if (!Object.keys(limits).length) return failed(new Error("change a limit first"));
     try {
       await follow(await api("PATCH", base, {limits, save: document.getElementById("l-save").checked}), box);
     } catch (err) { failed(err); }
