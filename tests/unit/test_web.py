@@ -238,3 +238,58 @@ def test_series_skips_counter_resets():
     pts = series(rows)
     assert pts[0]["cpu"] is None and pts[1]["cpu"] == pytest.approx(10.0) and pts[1]["rx"] == 100
     assert pts[2]["cpu"] is None and pts[2]["rx"] is None and pts[2]["memory"] == 3
+
+
+def test_migration_0008_upgrades_and_downgrades_a_store(tmp_path):
+    """A store at 0005 with a user keeps it (no password yet); the dashboard tables come and go."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from openvps.store.db import _MIGRATIONS, Store
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        conn.execute(sa.text("INSERT INTO users (name, admin) VALUES ('alice', 0)"))
+    engine.dispose()
+    store = Store(url)
+    try:
+        web = WebStore(store)
+        assert store.get_user("alice")["password_hash"] is None and web.password_hash("alice") is None
+        assert web.set_password_hash("alice", hash_password("long password"))
+        assert verify_password("long password", web.password_hash("alice"))
+        secret, _csrf = web.add_session("alice", 60)
+        assert web.session(secret)["user"] == "alice"
+        store.delete_user("alice")                  # sessions go with their user
+        assert web.session(secret) is None
+    finally:
+        store.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
+        tables = set(sa.inspect(conn).get_table_names())
+        assert not {"web_sessions", "bookmarks", "samples"} & tables
+        assert "password_hash" not in {c["name"] for c in sa.inspect(conn).get_columns("users")}
+    engine.dispose()
+
+
+def test_console_websocket_refuses_other_sites(sock, browser):
+    """The cookie rides along on a cross-site WebSocket too: the Origin must be ours."""
+    add_user(sock, "alice")
+    c = browser()
+    h = {"X-CSRF-Token": login(c, "alice")}
+    assert finish(sock, c.post("/1.0/instances", json={"name": "web1", "template": "minimal"}, headers=h))["status"] \
+        == "success"
+    with c.websocket_connect("/1.0/instances/web1/exec", headers={"Origin": "http://evil.example"}) as ws:
+        ws.send_text(json.dumps({"argv": ["true"], "tty": False}))
+        msg = json.loads(ws.receive_text())
+    assert msg["type"] == "error" and msg["code"] == "forbidden"
+    # and without a session there is no way in either
+    with browser().websocket_connect("/1.0/instances/web1/exec") as ws:
+        ws.send_text(json.dumps({"argv": ["true"], "tty": False}))
+        assert json.loads(ws.receive_text())["code"] == "unauthenticated"
