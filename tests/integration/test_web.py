@@ -104,17 +104,37 @@ def screen_lines(page) -> list[str]:
     return [ln.replace("\xa0", " ").rstrip() for ln in page.locator(".xterm-rows").inner_text().splitlines()]
 
 
-def run_in_console(page, command: str, want, timeout: float = 20):
-    """Type a command in the page's terminal; wait until want(lines) holds for the screen."""
-    page.locator("#terminal").click()
-    page.keyboard.type(command + "\n")
+def wait_js(page, expr: str, timeout: float = 30):
+    """Poll a JS expression with page.evaluate (the page's CSP forbids the eval wait_for_function uses)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.evaluate(expr):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"still false after {timeout}s: {expr}")
+
+
+def wait_screen(page, want, what: str, timeout: float = 20) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         lines = screen_lines(page)
         if want(lines):
             return lines
         time.sleep(0.2)
-    raise AssertionError(f"{command!r}: not on the screen:\n" + "\n".join(screen_lines(page)))
+    raise AssertionError(f"{what}: not on the screen:\n" + "\n".join(screen_lines(page)))
+
+
+def answered(answer: str):
+    """A screen line that is the command's answer (an early keystroke's echo may precede it)."""
+    return lambda lines: any(ln == answer or ln.endswith("R" + answer) for ln in lines)
+
+
+def run_in_console(page, command: str, answer: str, timeout: float = 20) -> list[str]:
+    """Wait for the shell's prompt, type a command, wait for its answer on the screen."""
+    wait_screen(page, lambda lines: any(ln.endswith("#") for ln in lines), "the prompt", timeout)
+    page.locator("#terminal").click()
+    page.keyboard.type(command + "\n")
+    return wait_screen(page, answered(answer), command, timeout)
 
 
 def test_dashboard_end_to_end(web, browser, site):
@@ -176,13 +196,14 @@ def test_dashboard_end_to_end(web, browser, site):
         cpage = ctx.new_page()
         cpage.goto(url + "/ui/instances/webt1/console")
         expect(cpage.locator("#console-status")).to_have_text("● connected", timeout=20_000)
-        run_in_console(cpage, "hostname", lambda lines: "webt1" in lines)
+        run_in_console(cpage, "hostname", "webt1")
         rows, cols = cpage.evaluate("[window.ovpsTerm.rows, window.ovpsTerm.cols]")
-        run_in_console(cpage, "stty size", lambda lines: f"{rows} {cols}" in lines)
+        run_in_console(cpage, "stty size", f"{rows} {cols}")
         cpage.set_viewport_size({"width": 700, "height": 500})          # resize: the pty follows
-        cpage.wait_for_function(f"window.ovpsTerm.cols !== {cols}")
+        wait_js(cpage, f"window.ovpsTerm.cols !== {cols}")
         rows2, cols2 = cpage.evaluate("[window.ovpsTerm.rows, window.ovpsTerm.cols]")
-        run_in_console(cpage, "stty size", lambda lines: f"{rows2} {cols2}" in lines)
+        run_in_console(cpage, "stty size", f"{rows2} {cols2}")
+        cpage.screenshot(path=str(ARTIFACTS / "console.png"))
         cpage.close()
 
         # bookmarks: add one, replace it (edit), follow it; also shown in the inventory, with ssh
@@ -210,9 +231,8 @@ def test_dashboard_end_to_end(web, browser, site):
 
         # graphs from the daemon's samples (every second here)
         page.goto(url + "/ui/instances/webt1")
-        page.wait_for_function("Number(document.getElementById('g-memory').dataset.points || 0) >= 2",
-                               timeout=30_000)
-        page.wait_for_function("Number(document.getElementById('g-cpu').dataset.points || 0) >= 1", timeout=30_000)
+        wait_js(page, "Number(document.getElementById('g-memory').dataset.points || 0) >= 2")
+        wait_js(page, "Number(document.getElementById('g-cpu').dataset.points || 0) >= 1")
         assert page.locator("#g-memory polyline").count() == 1
         expect(page.locator("#beancounters")).to_contain_text("physpages")
         page.screenshot(path=str(ARTIFACTS / "instance.png"), full_page=True)
@@ -232,7 +252,7 @@ def test_dashboard_end_to_end(web, browser, site):
         expect(page.locator("#progress .msg")).to_contain_text("success")
         page.once("dialog", lambda d: d.accept())
         page.click("#act-destroy")
-        page.wait_for_url(url + "/ui/", timeout=T)
+        expect(page).to_have_url(url + "/ui/", timeout=T)
         expect(page.locator("#empty")).to_be_visible(timeout=20_000)
         assert web.client.instances() == []
     finally:

@@ -16,6 +16,11 @@
   }
   setState(stateEl.textContent.trim());
 
+  let leaving = false;     // destroyed: go to the inventory once (the operation and the event both say so)
+  function leave() {
+    if (!leaving) { leaving = true; location.href = "/ui/"; }
+  }
+
   function failed(err) {
     box.hidden = false;
     box.classList.add("failed");
@@ -37,7 +42,7 @@
     if (!confirm("Destroy " + root.dataset.name + " and all its files? This cannot be undone.")) return;
     try {
       await follow(await api("DELETE", base + "?force=true"), box);
-      location.href = "/ui/";
+      leave();
     } catch (err) { failed(err); }
   });
 
@@ -82,6 +87,6 @@
   events((ev) => {
     if (String(ev.instance) !== String(ctid)) return;
     if (STATE_OF[ev.type]) setState(STATE_OF[ev.type]);
-    if (ev.type === "instance.destroyed") location.href = "/ui/";
+    if (ev.type === "instance.destroyed") leave();
   }, null);
 })();
