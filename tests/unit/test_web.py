@@ -293,3 +293,22 @@ def test_console_websocket_refuses_other_sites(sock, browser):
     with browser().websocket_connect("/1.0/instances/web1/exec") as ws:
         ws.send_text(json.dumps({"argv": ["true"], "tty": False}))
         assert json.loads(ws.receive_text())["code"] == "unauthenticated"
+
+
+def test_pages_load_nothing_from_elsewhere(sock, browser):
+    """No CDN: every script, style and link on the pages points at the daemon itself."""
+    import re
+    token = sock.post("/1.0/tokens", json={"user": "admin"}).json()["token"]
+    c = browser()
+    assert c.post("/ui/login", data={"token": token}).status_code == 303
+    assert finish(sock, sock.post("/1.0/instances", json={"name": "web1", "template": "minimal"}))["status"] \
+        == "success"
+    for path in ("/ui/", "/ui/new", "/ui/instances/web1", "/ui/instances/web1/console", "/ui/node", "/ui/login"):
+        r = c.get(path)
+        assert r.status_code == 200, path
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        refs = re.findall(r'(?:src|href)="([^"]*)"', r.text)
+        assert refs and all(ref.startswith("/") and not ref.startswith("//") for ref in refs), (path, refs)
+    for asset in ("/ui/static/app.js", "/ui/static/app.css", "/ui/static/console.js"):
+        assert c.get(asset).status_code == 200
+    assert c.get("/", follow_redirects=False).headers["location"] == "/ui/"
