@@ -20,6 +20,12 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"
 PY=${PYTHON:-python3}
 if ! command -v "$PY" >/dev/null 2>&1; then need+=(python3 python3-venv); fi
 if command -v "$PY" >/dev/null 2>&1 && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then need+=(python3-venv); fi
+# the web dashboard's browser libraries come from the npm registry at build time (below)
+for pair in node:nodejs npm:npm; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+# browser tests drive the machine's Chromium (never a downloaded browser build)
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then need+=(chromium); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo ">> installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -40,4 +46,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # (filter the machine-wide pip config's noise about missing local indexes)
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra" 2> >(grep -v '^WARNING: Location' >&2)
   touch "$stamp"
+fi
+
+# the dashboard's vendored browser libraries (xterm.js): npm ci from web/package-lock.json, then
+# copied where the daemon serves them (src/openvps/web/static/vendor, not committed)
+vendor=src/openvps/web/static/vendor
+if [ ! -f "$vendor/xterm.js" ] || [ web/package-lock.json -nt "$vendor/xterm.js" ]; then
+  echo ">> installing the dashboard's browser libraries (npm ci)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  mkdir -p "$vendor"
+  cp web/node_modules/@xterm/xterm/lib/xterm.js web/node_modules/@xterm/xterm/css/xterm.css \
+     web/node_modules/@xterm/addon-fit/lib/addon-fit.js "$vendor/"
 fi

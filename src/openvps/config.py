@@ -42,6 +42,7 @@ class Config:
     events_interval: float = 1.0    # seconds between polls of the counters behind limit/OOM events
     rate_limit: float = 50.0        # API requests per second per user over TCP (0 = no limit); 429 beyond
     rate_burst: int = 200           # requests a user may make at once before rate_limit applies
+    sample_interval: int = 10       # seconds between the dashboard's samples (CPU, RAM, swap, network)
 
     @property
     def home_path(self) -> Path:

@@ -157,5 +157,7 @@ def create_app(node: Node) -> FastAPI:
     app.state.images = ImageService(node)     # publish, snapshots (issue 7)
     app.state.backups = BackupService(node)
     app.include_router(routes_images.router)
+    from ..web import mount as mount_web    # the web dashboard at /ui/ (and its /1.0 additions)
+    mount_web(app)
     _request_metrics(app, app.state.request_stats)
     return app

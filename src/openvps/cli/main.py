@@ -399,11 +399,16 @@ def user_create(name: str = typer.Argument(..., help="a DNS label, e.g. alice"),
                 max_instances: Optional[int] = typer.Option(None, help="quota: instances"),
                 max_ram: Optional[str] = typer.Option(None, help="quota: total RAM, e.g. 8G"),
                 max_public_ips: Optional[int] = typer.Option(None, help="quota: public addresses"),
+                password: bool = typer.Option(False, "--password", help="also set its dashboard password "
+                                              "(asked for, or one line on stdin)"),
                 json_out: bool = JSON):
     """Create a user (then `openvps token create NAME` for its API token)."""
     quotas = {k: v for k, v in {"max_instances": max_instances, "max_ram": max_ram,
                                 "max_public_ips": max_public_ips}.items() if v is not None}
+    secret = _web.read_password() if password else None
     u = client().create_user(name, admin=admin, quotas=quotas)
+    if secret is not None:
+        client().set_password(name, secret)
     if json_out:
         return render.print_json(u)
     print(f"user {u['name']} created")
@@ -491,6 +496,8 @@ from . import accounting as _accounting  # noqa: E402
 
 _accounting.register(app, handled=handled, client=lambda: client(), follow=lambda *a, **k: follow(*a, **k),
                      json_opt=JSON)
+
+from . import web as _web  # noqa: E402  (user passwd: the dashboard's password)
 
 
 # ------------------------------------------------------------------ images (cli/images.py)

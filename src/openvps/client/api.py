@@ -259,6 +259,9 @@ class Client:
     def delete_user(self, name: str) -> dict:
         return self.request("DELETE", f"/1.0/users/{quote(name)}")
 
+    def set_password(self, name: str, password: str | None) -> dict:
+        return self.request("PUT", f"/1.0/users/{quote(name)}/password", {"password": password})
+
     def tokens(self, user: str | None = None) -> list[dict]:
         return self.request("GET", "/1.0/tokens", query={"user": user})
 

@@ -68,6 +68,8 @@ class Node:
         """The daemon's helpers (lxcfs if enabled, the limit/OOM event watcher); Node.close stops them."""
         from .accounting import start_background
         self.background = start_background(self)
+        from .samples import Sampler     # the dashboard's graphs: round-robin samples per instance
+        self.background.append(Sampler(self).start())
 
     def bundle(self, ctid: int) -> Path:
         return self.config.instances_dir / str(ctid)

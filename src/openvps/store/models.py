@@ -98,3 +98,7 @@ class LimitEventRow(Base):
     process: Mapped[str] = mapped_column(Text, nullable=False, default="")
     message: Mapped[str] = mapped_column(Text, nullable=False, default="")
     advice: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+# the web dashboard (migration 0008): a password for browser logins
+UserRow.password_hash = mapped_column(String(200), nullable=True)
