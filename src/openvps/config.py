@@ -40,6 +40,8 @@ class Config:
     lxcfs: bool = True              # run one lxcfs for the node so /proc inside shows the instance's limits
     lxcfs_binary: str = "lxcfs"
     events_interval: float = 1.0    # seconds between polls of the counters behind limit/OOM events
+    ec2_listen: str = "127.0.0.1:8773"   # the EC2-compatible API (SigV4 access keys); "" = off
+    ec2_region: str = "openvps-1"   # the region name the EC2 API reports (its one zone: <region>a)
 
     @property
     def home_path(self) -> Path:

@@ -149,5 +149,7 @@ def create_app(node: Node) -> FastAPI:
     from . import routes_network
     # the node's networks, forwards, public addresses and firewall are the operator's: admin only (for now)
     app.include_router(routes_network.router, dependencies=[Depends(admin_actor)])
+    from . import routes_keys
+    app.include_router(routes_keys.router)      # EC2 access keys (the EC2 API itself: api/ec2, own port)
     _request_metrics(app, app.state.request_stats)
     return app

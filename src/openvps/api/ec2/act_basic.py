@@ -1,0 +1,153 @@
+"""DescribeRegions, DescribeAvailabilityZones (one region, one zone per node), DescribeInstanceTypes
+(the size table) and images (templates): DescribeImages, CreateImage."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ...domain import instance_types as T
+from ...domain.errors import OpenVPSError
+from .context import Ctx, check_id, image_id, translate
+from .registry import action, page, tag_list
+from .wire import Ec2Error, Params, matches
+
+
+def zone(ctx: Ctx) -> str:
+    return ctx.svc.region + "a"
+
+
+@action("DescribeRegions")
+def describe_regions(ctx: Ctx, p: Params) -> dict:
+    r = ctx.svc.region
+    regions = [{"regionName": r, "regionEndpoint": "ec2." + r + ".openvps", "optInStatus": "opt-in-not-required"}]
+    names = p.list("RegionName")
+    out = [x for x in regions if (not names or x["regionName"] in names)
+           and matches(p.filters(), {"region-name": x["regionName"], "endpoint": x["regionEndpoint"],
+                                     "opt-in-status": x["optInStatus"]})]
+    for n in names:
+        if n != r:
+            raise Ec2Error("InvalidParameterValue", f"Invalid region: {n} (this endpoint serves {r})")
+    return {"regionInfo": out}
+
+
+@action("DescribeAvailabilityZones")
+def describe_zones(ctx: Ctx, p: Params) -> dict:
+    r = ctx.svc.region
+    z = {"zoneName": zone(ctx), "zoneId": r + "-az1", "zoneState": "available", "regionName": r,
+         "groupName": r, "networkBorderGroup": r, "zoneType": "availability-zone",
+         "optInStatus": "opt-in-not-required", "messageSet": []}
+    names, ids = p.list("ZoneName"), p.list("ZoneId")
+    for n in names:
+        if n != z["zoneName"]:
+            raise Ec2Error("InvalidParameterValue", f"Invalid availability zone: [{n}]")
+    for n in ids:
+        if n != z["zoneId"]:
+            raise Ec2Error("InvalidParameterValue", f"Invalid availability zone id: [{n}]")
+    fields = {"zone-name": z["zoneName"], "zone-id": z["zoneId"], "state": "available", "region-name": r,
+              "zone-type": z["zoneType"], "group-name": r, "opt-in-status": z["optInStatus"]}
+    return {"availabilityZoneInfo": [z] if matches(p.filters(), fields) else []}
+
+
+def type_view(t: T.InstanceType) -> dict:
+    return {"instanceType": t.name, "currentGeneration": True, "freeTierEligible": False,
+            "supportedUsageClasses": ["on-demand"], "supportedRootDeviceTypes": ["instance-store"],
+            "supportedVirtualizationTypes": ["hvm"], "bareMetal": False, "hypervisor": "nitro",
+            "processorInfo": {"supportedArchitectures": ["x86_64"]},
+            "vCpuInfo": {"defaultVCpus": t.vcpus, "defaultCores": t.vcpus, "defaultThreadsPerCore": 1},
+            "memoryInfo": {"sizeInMiB": t.ram >> 20},
+            "instanceStorageSupported": bool(t.disk),
+            "instanceStorageInfo": {"totalSizeInGB": t.disk >> 30} if t.disk else None,
+            "networkInfo": {"networkPerformance": "Up to 10 Gigabit", "maximumNetworkInterfaces": 1,
+                            "ipv4AddressesPerInterface": 16, "ipv6Supported": False},
+            "hibernationSupported": False, "burstablePerformanceSupported": False,
+            "dedicatedHostsSupported": False, "autoRecoverySupported": False, "supportedBootModes": ["legacy-bios"]}
+
+
+@action("DescribeInstanceTypes")
+def describe_instance_types(ctx: Ctx, p: Params) -> dict:
+    names = p.list("InstanceType")
+    for n in names:
+        if n not in T.TYPES:
+            raise Ec2Error("InvalidInstanceType", f"The following supplied instance types do not exist: [{n}] "
+                           f"(openvps offers {', '.join(T.TYPES)})")
+    out = []
+    for t in T.TYPES.values():
+        if names and t.name not in names:
+            continue
+        fields = {"instance-type": t.name, "vcpu-info.default-vcpus": t.vcpus, "memory-info.size-in-mib": t.ram >> 20,
+                  "current-generation": True, "instance-storage-info.total-size-in-gb": t.disk >> 30,
+                  "processor-info.supported-architecture": "x86_64"}
+        if matches(p.filters(), fields):
+            out.append(type_view(t))
+    items, nxt = page(out, p, lambda x: x["instanceType"], minimum=5)
+    return {"instanceTypeSet": items, "nextToken": nxt}
+
+
+# ---------------------------------------------------------------- images = templates
+def _created(m) -> datetime | str:
+    return m.created_at
+
+
+def image_view(ctx: Ctx, m, owner: str) -> dict:
+    return {"imageId": image_id(m.name), "imageLocation": f"openvps/{m.name}", "imageState": "available",
+            "imageOwnerId": owner, "creationDate": m.created_at, "isPublic": True, "architecture": "x86_64",
+            "imageType": "machine", "name": m.name, "description": f"{m.os} {m.release} ({m.init})",
+            "platformDetails": "Linux/UNIX", "usageOperation": "RunInstances", "rootDeviceType": "instance-store",
+            "virtualizationType": "hvm", "hypervisor": "xen", "tagSet": [], "blockDeviceMapping": []}
+
+
+def _owners(ctx: Ctx) -> dict[str, str]:
+    """Templates published by users via CreateImage are theirs; the rest are the node's ("openvps")."""
+    return {r["name"]: r["owner"] for r in ctx.svc.ec2.find("image")}
+
+
+def find_template(ctx: Ctx, ami: str) -> str:
+    check_id(ami, "ami-", "InvalidAMIID")
+    for m in ctx.svc.node.templates.list():
+        if image_id(m.name) == ami:
+            return m.name
+    raise Ec2Error("InvalidAMIID.NotFound", f"The image id '[{ami}]' does not exist")
+
+
+@action("DescribeImages")
+def describe_images(ctx: Ctx, p: Params) -> dict:
+    ids = p.list("ImageId")
+    for i in ids:
+        find_template(ctx, i)
+    owners_wanted = p.list("Owner")
+    owners = _owners(ctx)
+    out = []
+    for m in ctx.svc.node.templates.list():
+        owner = owners.get(m.name, "openvps")
+        img = image_view(ctx, m, owner)
+        if ids and img["imageId"] not in ids:
+            continue
+        if owners_wanted and not any((w == "self" and owner == ctx.owner) or w == owner for w in owners_wanted):
+            continue
+        fields = {"image-id": img["imageId"], "name": m.name, "state": "available", "owner-id": owner,
+                  "architecture": "x86_64", "image-type": "machine", "is-public": True, "description": img["description"],
+                  "root-device-type": "instance-store", "virtualization-type": "hvm", "platform-details": "Linux/UNIX"}
+        if matches(p.filters(), fields):
+            out.append(img)
+    return {"imagesSet": out}
+
+
+@action("CreateImage")
+def create_image(ctx: Ctx, p: Params) -> dict:
+    from .act_instances import find_instance, live_row
+    rec = find_instance(ctx, p.str("InstanceId", required=True))
+    name = p.str("Name", required=True)
+    if live_row(ctx, rec) is None:
+        raise Ec2Error("IncorrectInstanceState", f"The instance '{rec['id']}' is terminated")
+    try:
+        from ...service.images import ImageService
+    except ImportError:
+        raise Ec2Error("InvalidAction", "CreateImage needs image publishing (openvps.service.images), "
+                       "which this node does not have yet") from None
+    try:
+        ImageService(ctx.svc.node).publish(rec["id"], name, description=p.str("Description", "") or "",
+                                           actor=ctx.actor)
+    except OpenVPSError as e:
+        raise translate(e, "InvalidInstanceID.NotFound") from None
+    if not ctx.svc.ec2.find("image", name=name):
+        ctx.svc.ec2.add("image", image_id(name), ctx.owner, name=name, ref=rec["id"])
+    return {"imageId": image_id(name)}
