@@ -52,7 +52,7 @@ class Ctx:
 
     def wait(self, op: dict, timeout: float = 60) -> dict:
         """Run a short operation to its end (addresses, firewall, tags): EC2 answers those at once."""
-        row = self.svc.operations.wait(op["id"], timeout, self.actor)
+        row = self.svc.node.runner.wait(op["id"], timeout)   # network ops are the node's (admin-owned)
         if row["status"] != "success":
             err = row.get("error") or {}
             raise Ec2Error("InvalidParameterValue" if str(err.get("code", "")).startswith("invalid") else
