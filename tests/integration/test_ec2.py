@@ -291,3 +291,119 @@ def test_create_image_then_launch_from_it(ec2d):
     assert ec2d.sh(iid2, "cat /etc/baked") == "baked"
     c.terminate_instances(InstanceIds=[iid, iid2])
     waiter(c, "instance_terminated", [iid, iid2])
+
+
+# ---------------------------------------------------------------- addresses and the firewall, from "the internet"
+@pytest.fixture
+def ec2net(template_dir, minimal, upstream):
+    """A daemon with the EC2 port whose node network lives in the upstream fixture's namespaces."""
+    from daemon import Daemon
+    port = free_port()
+    d = Daemon(template_dir, env={**upstream.env, "OPENVPS_EC2_LISTEN": f"127.0.0.1:{port}"})
+    d.up, d.ec2_url = upstream, f"http://127.0.0.1:{port}"
+    try:
+        d.start()
+        yield d
+    finally:
+        d.cleanup()
+
+
+def test_elastic_address_and_security_group_from_upstream(ec2net):
+    d, up = ec2net, ec2net.up
+    c = Ec2(d, "alice").client
+    alloc = c.allocate_address(Domain="vpc")
+    pub, aid = alloc["PublicIp"], alloc["AllocationId"]
+    assert pub.startswith("192.0.2.1") and aid.startswith("eipalloc-")
+    g = c.create_security_group(GroupName="http", Description="web")["GroupId"]
+    c.authorize_security_group_ingress(GroupId=g, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}])
+    iid = c.run_instances(ImageId=ami(c), InstanceType="ovps.nano", MinCount=1, MaxCount=1,
+                          SecurityGroupIds=[g])["Instances"][0]["InstanceId"]
+    waiter(c, "instance_running", [iid])
+    d.sh(iid, "mkdir -p /www && echo hello-ec2 > /www/index.html && busybox httpd -p 80 -h /www")
+    assoc = c.associate_address(AllocationId=aid, InstanceId=iid)["AssociationId"]
+    assert up.http(up.up, f"http://{pub}/") == "hello-ec2"
+    inst = c.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert inst["PublicIpAddress"] == pub
+    a = c.describe_addresses(AllocationIds=[aid])["Addresses"][0]
+    assert (a["InstanceId"], a["AssociationId"], a["PrivateIpAddress"]) == (iid, assoc, inst["PrivateIpAddress"])
+    assert c.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"][0]["PublicIp"] == pub
+
+    # the group's rule is the only way in: revoke it and the port closes, authorize and it opens
+    c.revoke_security_group_ingress(GroupId=g, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}])
+    assert up.http(up.up, f"http://{pub}/", timeout=2) is None
+    c.authorize_security_group_ingress(GroupId=g, IpProtocol="tcp", FromPort=80, ToPort=80, CidrIp="0.0.0.0/0")
+    assert up.http(up.up, f"http://{pub}/") == "hello-ec2"
+
+    # another user cannot touch alice's address
+    bob = Ec2(d, "bob").client
+    with pytest.raises(ClientError) as ex:
+        bob.release_address(AllocationId=aid)
+    assert code(ex) == "InvalidAllocationID.NotFound"
+    assert bob.describe_addresses()["Addresses"] == []
+
+    with pytest.raises(ClientError) as ex:
+        c.release_address(AllocationId=aid)
+    assert code(ex) == "InvalidIPAddress.InUse"
+    c.disassociate_address(AssociationId=assoc)
+    assert up.http(up.up, f"http://{pub}/", timeout=2) is None
+    assert "InstanceId" not in c.describe_addresses(AllocationIds=[aid])["Addresses"][0]
+    c.release_address(AllocationId=aid)
+    assert c.describe_addresses()["Addresses"] == []
+    assert json.loads(d.ok("address", "list", "--json")) == []
+    c.terminate_instances(InstanceIds=[iid])
+    waiter(c, "instance_terminated", [iid])
+
+
+@pytest.mark.slow
+def test_debian_over_ssh_with_key_pair_elastic_address_and_group(ec2net, tmp_path):
+    """The whole EC2 story on Debian 12: created key pair, tcp/22 group, elastic address, real ssh
+    from upstream, then stop/start/reboot/terminate with the waiters."""
+    from openvps.drivers.templates.cache import TemplateCache
+    TemplateCache(ec2net.template_dir).build("debian-12")
+    d, up = ec2net, ec2net.up
+    c = Ec2(d, "alice").client
+    key = c.create_key_pair(KeyName="deb")          # rsa PEM, as AWS makes by default
+    assert key["KeyMaterial"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+    kf = tmp_path / "deb.pem"
+    kf.write_text(key["KeyMaterial"] + "\n")
+    kf.chmod(0o600)
+    g = c.create_security_group(GroupName="ssh", Description="ssh in")["GroupId"]
+    c.authorize_security_group_ingress(GroupId=g, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    iid = c.run_instances(ImageId=ami(c, "debian-12"), InstanceType="ovps.small", MinCount=1, MaxCount=1,
+                          KeyName="deb", SecurityGroupIds=[g])["Instances"][0]["InstanceId"]
+    waiter(c, "instance_running", [iid])
+    alloc = c.allocate_address(Domain="vpc")
+    c.associate_address(AllocationId=alloc["AllocationId"], InstanceId=iid)
+    pub = alloc["PublicIp"]
+
+    def ssh() -> subprocess.CompletedProcess:
+        return up.run(up.up, "ssh", "-i", str(kf), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                      "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"root@{pub}",
+                      "cat /etc/os-release | grep VERSION_ID; id -u", timeout=30)
+    p = None
+    for _ in range(60):        # sshd comes up a moment after systemd reports the container running
+        p = ssh()
+        if p.returncode == 0:
+            break
+        time.sleep(1)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ['VERSION_ID="12"', "0"]
+
+    c.stop_instances(InstanceIds=[iid])
+    waiter(c, "instance_stopped", [iid])
+    c.start_instances(InstanceIds=[iid])
+    waiter(c, "instance_running", [iid])
+    c.reboot_instances(InstanceIds=[iid])
+    waiter(c, "instance_running", [iid])
+    for _ in range(60):
+        p = ssh()
+        if p.returncode == 0:
+            break
+        time.sleep(1)
+    assert p.returncode == 0, p.stderr          # the address and the group survive stop/start/reboot
+    c.terminate_instances(InstanceIds=[iid])
+    waiter(c, "instance_terminated", [iid])
+    c.release_address(AllocationId=alloc["AllocationId"])

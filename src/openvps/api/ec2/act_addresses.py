@@ -118,7 +118,7 @@ def release_address(ctx: Ctx, p: Params) -> dict:
 
 @action("DescribeAddresses")
 def describe_addresses(ctx: Ctx, p: Params) -> dict:
-    allocs, ips = p.list("AllocationId"), p.list("PublicIp")
+    allocs, ips = p.strs("AllocationId"), p.strs("PublicIp")
     recs = [_find(ctx, alloc=a) for a in allocs] + [_find(ctx, ip=i) for i in ips]
     if not allocs and not ips:
         recs = ctx.svc.ec2.find("address", owner=ctx.actor.scope)

@@ -19,7 +19,7 @@ def zone(ctx: Ctx) -> str:
 def describe_regions(ctx: Ctx, p: Params) -> dict:
     r = ctx.svc.region
     regions = [{"regionName": r, "regionEndpoint": "ec2." + r + ".openvps", "optInStatus": "opt-in-not-required"}]
-    names = p.list("RegionName")
+    names = p.strs("RegionName")
     out = [x for x in regions if (not names or x["regionName"] in names)
            and matches(p.filters(), {"region-name": x["regionName"], "endpoint": x["regionEndpoint"],
                                      "opt-in-status": x["optInStatus"]})]
@@ -35,7 +35,7 @@ def describe_zones(ctx: Ctx, p: Params) -> dict:
     z = {"zoneName": zone(ctx), "zoneId": r + "-az1", "zoneState": "available", "regionName": r,
          "groupName": r, "networkBorderGroup": r, "zoneType": "availability-zone",
          "optInStatus": "opt-in-not-required", "messageSet": []}
-    names, ids = p.list("ZoneName"), p.list("ZoneId")
+    names, ids = p.strs("ZoneName"), p.strs("ZoneId")
     for n in names:
         if n != z["zoneName"]:
             raise Ec2Error("InvalidParameterValue", f"Invalid availability zone: [{n}]")
@@ -64,7 +64,7 @@ def type_view(t: T.InstanceType) -> dict:
 
 @action("DescribeInstanceTypes")
 def describe_instance_types(ctx: Ctx, p: Params) -> dict:
-    names = p.list("InstanceType")
+    names = p.strs("InstanceType")
     for n in names:
         if n not in T.TYPES:
             raise Ec2Error("InvalidInstanceType", f"The following supplied instance types do not exist: [{n}] "
@@ -110,10 +110,10 @@ def find_template(ctx: Ctx, ami: str) -> str:
 
 @action("DescribeImages")
 def describe_images(ctx: Ctx, p: Params) -> dict:
-    ids = p.list("ImageId")
+    ids = p.strs("ImageId")
     for i in ids:
         find_template(ctx, i)
-    owners_wanted = p.list("Owner")
+    owners_wanted = p.strs("Owner")
     owners = _owners(ctx)
     out = []
     for m in ctx.svc.node.templates.list():

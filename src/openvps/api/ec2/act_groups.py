@@ -90,7 +90,7 @@ def _permissions(p: Params) -> list[dict]:
                            "the openvps firewall allows tcp or udp ports")
         try:
             lo, hi = int(perm.get("FromPort", "")), int(perm.get("ToPort", perm.get("FromPort", "")))
-        except ValueError:
+        except (TypeError, ValueError):
             raise Ec2Error("InvalidParameterValue", "FromPort and ToPort: port numbers") from None
         if not (1 <= lo <= hi <= 65535):
             raise Ec2Error("InvalidParameterValue", f"Invalid port range {lo}-{hi}: 1 <= FromPort <= ToPort <= 65535")
@@ -186,7 +186,7 @@ def _perm_view(rules: list[dict]) -> list[dict]:
 
 @action("DescribeSecurityGroups")
 def describe_security_groups(ctx: Ctx, p: Params) -> dict:
-    ids, names = p.list("GroupId"), p.list("GroupName")
+    ids, names = p.strs("GroupId"), p.strs("GroupName")
     recs = [find_group(ctx, gid=i) for i in ids] + [find_group(ctx, name=n) for n in names]
     if not ids and not names:
         recs = ctx.svc.ec2.find("group", owner=ctx.actor.scope)

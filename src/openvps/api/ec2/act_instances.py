@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from ...domain import instance_types as T
 from ...domain.errors import OpenVPSError
+from ...domain.instance import validate_tags
 from .act_basic import find_template, zone
 from .context import Ctx, check_id, image_id, new_id, translate
 from .registry import action, page, tag_list
@@ -148,7 +149,7 @@ def _fields(v: dict, rec: dict) -> dict:
 
 @action("DescribeInstances")
 def describe_instances(ctx: Ctx, p: Params) -> dict:
-    ids = p.list("InstanceId")
+    ids = p.strs("InstanceId")
     if ids and p.str("MaxResults"):
         raise Ec2Error("InvalidParameterCombination", "The parameter instancesSet cannot be used with the parameter "
                        "maxResults")
@@ -181,7 +182,10 @@ def _tag_specs(p: Params, want: str) -> dict[str, str]:
             if not isinstance(t, dict) or not t.get("Key"):
                 raise Ec2Error("InvalidParameterValue", "each Tag.M needs a Key")
             tags[t["Key"]] = t.get("Value", "")
-    return tags
+    try:
+        return validate_tags(tags)
+    except OpenVPSError as e:
+        raise translate(e) from None
 
 
 @action("RunInstances")
@@ -209,8 +213,8 @@ def run_instances(ctx: Ctx, p: Params) -> dict:
         from .act_keypairs import find_key
         ssh_keys = [find_key(ctx, name=key_name)["data"]["public_key"]]
     from .act_groups import find_group, sync_instance
-    groups = [find_group(ctx, gid=g)["id"] for g in p.list("SecurityGroupId")]
-    groups += [find_group(ctx, name=g)["id"] for g in p.list("SecurityGroup")]
+    groups = [find_group(ctx, gid=g)["id"] for g in p.strs("SecurityGroupId")]
+    groups += [find_group(ctx, name=g)["id"] for g in p.strs("SecurityGroup")]
     tags = _tag_specs(p, "instance")
     limits = itype.limits(ctx.svc.node.facts.cpus)
     try:
@@ -242,7 +246,7 @@ def run_instances(ctx: Ctx, p: Params) -> dict:
 
 def _change(ctx: Ctx, p: Params, verb: str) -> list[tuple[dict, str, str]]:
     """Resolve every id first (all or nothing), then act on each: (record, previous, current)."""
-    ids = p.list("InstanceId")
+    ids = p.strs("InstanceId")
     if not ids:
         raise Ec2Error("MissingParameter", "The request must contain the parameter InstanceId")
     recs = [find_instance(ctx, i) for i in ids]

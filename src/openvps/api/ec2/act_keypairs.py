@@ -112,7 +112,7 @@ def _view(rec: dict, with_public: bool) -> dict:
 
 @action("DescribeKeyPairs")
 def describe_key_pairs(ctx: Ctx, p: Params) -> dict:
-    names, ids = p.list("KeyName"), p.list("KeyPairId")
+    names, ids = p.strs("KeyName"), p.strs("KeyPairId")
     recs = [find_key(ctx, name=n) for n in names] + [find_key(ctx, key_id=i) for i in ids]
     if not names and not ids:
         recs = ctx.svc.ec2.find("keypair", owner=ctx.actor.scope)

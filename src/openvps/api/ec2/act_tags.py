@@ -26,7 +26,8 @@ def _resolve(ctx: Ctx, rid: str) -> tuple[dict, str]:
 def _tags(p: Params, name: str = "Tag", need_value: bool = True) -> list[tuple[str, str | None]]:
     out = []
     for t in p.list(name):
-        if not isinstance(t, dict) or not t.get("Key"):
+        if not isinstance(t, dict) or not t.get("Key") or not isinstance(t["Key"], str) \
+                or not isinstance(t.get("Value", ""), str):
             raise Ec2Error("InvalidParameterValue", f"each {name}.N needs a Key")
         out.append((t["Key"], t.get("Value", "" if need_value else None)))
     return out
@@ -44,7 +45,7 @@ def _instance_tags(ctx: Ctx, rec: dict, tags: dict | None = None, untag: list[st
 
 @action("CreateTags")
 def create_tags(ctx: Ctx, p: Params) -> dict:
-    ids, tags = p.list("ResourceId"), dict(_tags(p))
+    ids, tags = p.strs("ResourceId"), dict(_tags(p))
     if not ids or not tags:
         raise Ec2Error("MissingParameter", "CreateTags needs ResourceId.N and Tag.N.Key")
     try:
@@ -62,7 +63,7 @@ def create_tags(ctx: Ctx, p: Params) -> dict:
 
 @action("DeleteTags")
 def delete_tags(ctx: Ctx, p: Params) -> dict:
-    ids = p.list("ResourceId")
+    ids = p.strs("ResourceId")
     if not ids:
         raise Ec2Error("MissingParameter", "DeleteTags needs ResourceId.N")
     wanted = _tags(p, need_value=False)

@@ -53,11 +53,12 @@ class Ctx:
     def wait(self, op: dict, timeout: float = 60) -> dict:
         """Run a short operation to its end (addresses, firewall, tags): EC2 answers those at once."""
         row = self.svc.node.runner.wait(op["id"], timeout)   # network ops are the node's (admin-owned)
+        if row["status"] in ("pending", "running"):
+            raise Ec2Error("RequestLimitExceeded", f"operation {row['kind']} is still {row['status']} after "
+                           f"{timeout:.0f} s; retry later", 503)
         if row["status"] != "success":
-            err = row.get("error") or {}
-            raise Ec2Error("InvalidParameterValue" if str(err.get("code", "")).startswith("invalid") else
-                           "InternalError", err.get("message") or f"operation {row['kind']} {row['status']}",
-                           400 if str(err.get("code", "")).startswith("invalid") else 500)
+            from ...domain.errors import from_dict
+            raise translate(from_dict(row.get("error") or {"message": f"operation {row['kind']} {row['status']}"}))
         return row
 
 

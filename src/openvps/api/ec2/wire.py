@@ -104,13 +104,23 @@ class Params:
             raise Ec2Error("InvalidParameterValue", f"{name} must be numbered: {name}.1, {name}.2 ...")
         return v if isinstance(v, list) else [v]
 
+    def strs(self, name: str) -> list[str]:
+        """A numbered list of plain values (ids, names)."""
+        out = self.list(name)
+        if any(not isinstance(x, str) for x in out):
+            raise Ec2Error("InvalidParameterValue", f"{name}.N takes plain values")
+        return out
+
     def filters(self) -> list[tuple[str, list[str]]]:
         out = []
         for f in self.list("Filter"):
             if not isinstance(f, dict) or not f.get("Name"):
                 raise Ec2Error("InvalidParameterValue", "each Filter.N needs a Name and Value.M")
             vals = f.get("Value", [])
-            out.append((f["Name"], vals if isinstance(vals, list) else [vals]))
+            vals = vals if isinstance(vals, list) else [vals]
+            if not isinstance(f["Name"], str) or any(not isinstance(v, str) for v in vals):
+                raise Ec2Error("InvalidParameterValue", "Filter.N.Name and Filter.N.Value.M take plain values")
+            out.append((f["Name"], vals))
         return out
 
 
