@@ -407,3 +407,19 @@ def test_debian_over_ssh_with_key_pair_elastic_address_and_group(ec2net, tmp_pat
     c.terminate_instances(InstanceIds=[iid])
     waiter(c, "instance_terminated", [iid])
     c.release_address(AllocationId=alloc["AllocationId"])
+
+
+def test_a_taken_ec2_port_does_not_stop_the_daemon(make_daemon):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        d = make_daemon(env={"OPENVPS_EC2_LISTEN": f"127.0.0.1:{port}"})
+        d.start()
+        assert d.client.info()["api_version"] == "1.0"
+        for _ in range(50):
+            if "the EC2 API could not listen" in d.output():
+                break
+            time.sleep(0.1)
+        assert f"could not listen on 127.0.0.1:{port}" in d.output()
+        assert d.proc.poll() is None
