@@ -2,12 +2,11 @@
 (the size table) and images (templates): DescribeImages, CreateImage."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 from ...domain import instance_types as T
-from ...domain.errors import OpenVPSError
+from ...domain.errors import Conflict, InvalidArgument, OpenVPSError
 from .context import Ctx, check_id, image_id, translate
-from .registry import action, page, tag_list
+from .registry import action, page
 from .wire import Ec2Error, Params, matches
 
 
@@ -83,10 +82,6 @@ def describe_instance_types(ctx: Ctx, p: Params) -> dict:
 
 
 # ---------------------------------------------------------------- images = templates
-def _created(m) -> datetime | str:
-    return m.created_at
-
-
 def image_view(ctx: Ctx, m, owner: str) -> dict:
     return {"imageId": image_id(m.name), "imageLocation": f"openvps/{m.name}", "imageState": "available",
             "imageOwnerId": owner, "creationDate": m.created_at, "isPublic": True, "architecture": "x86_64",
@@ -108,24 +103,54 @@ def find_template(ctx: Ctx, ami: str) -> str:
     raise Ec2Error("InvalidAMIID.NotFound", f"The image id '[{ami}]' does not exist")
 
 
+def _pending_images(ctx: Ctx, built: set[str]) -> list[dict]:
+    """Images being published (CreateImage): 'pending' while the operation runs, 'failed' if it failed."""
+    out = []
+    for rec in ctx.svc.ec2.find("image"):
+        if rec["name"] in built:
+            continue
+        try:
+            status = ctx.svc.node.store.get_operation(rec["data"].get("op", ""))["status"]
+        except OpenVPSError:
+            status = "success"
+        if status == "success":       # published, then removed: the record has nothing left to say
+            ctx.svc.ec2.delete(rec["id"])
+            continue
+        out.append({"imageId": rec["id"], "imageLocation": f"openvps/{rec['name']}",
+                    "imageState": "pending" if status in ("pending", "running") else "failed",
+                    "imageOwnerId": rec["owner"], "creationDate": rec["created_at"], "isPublic": True,
+                    "architecture": "x86_64", "imageType": "machine", "name": rec["name"],
+                    "description": rec["data"].get("description", ""), "platformDetails": "Linux/UNIX",
+                    "rootDeviceType": "instance-store", "virtualizationType": "hvm", "hypervisor": "xen",
+                    "tagSet": [], "blockDeviceMapping": []})
+    return out
+
+
 @action("DescribeImages")
 def describe_images(ctx: Ctx, p: Params) -> dict:
     ids = p.strs("ImageId")
     for i in ids:
-        find_template(ctx, i)
+        check_id(i, "ami-", "InvalidAMIID")
     owners_wanted = p.strs("Owner")
     owners = _owners(ctx)
+    templates = ctx.svc.node.templates.list()
+    images = [image_view(ctx, m, owners.get(m.name, "openvps")) for m in templates]
+    images += _pending_images(ctx, {m.name for m in templates})
+    known = {i["imageId"] for i in images}
+    for i in ids:
+        if i not in known:
+            raise Ec2Error("InvalidAMIID.NotFound", f"The image id '[{i}]' does not exist")
     out = []
-    for m in ctx.svc.node.templates.list():
-        owner = owners.get(m.name, "openvps")
-        img = image_view(ctx, m, owner)
+    for img in images:
+        owner = img["imageOwnerId"]
         if ids and img["imageId"] not in ids:
             continue
         if owners_wanted and not any((w == "self" and owner == ctx.owner) or w == owner for w in owners_wanted):
             continue
-        fields = {"image-id": img["imageId"], "name": m.name, "state": "available", "owner-id": owner,
-                  "architecture": "x86_64", "image-type": "machine", "is-public": True, "description": img["description"],
-                  "root-device-type": "instance-store", "virtualization-type": "hvm", "platform-details": "Linux/UNIX"}
+        fields = {"image-id": img["imageId"], "name": img["name"], "state": img["imageState"], "owner-id": owner,
+                  "architecture": "x86_64", "image-type": "machine", "is-public": True,
+                  "description": img["description"], "root-device-type": "instance-store",
+                  "virtualization-type": "hvm", "platform-details": "Linux/UNIX"}
         if matches(p.filters(), fields):
             out.append(img)
     return {"imagesSet": out}
@@ -136,6 +161,7 @@ def create_image(ctx: Ctx, p: Params) -> dict:
     from .act_instances import find_instance, live_row
     rec = find_instance(ctx, p.str("InstanceId", required=True))
     name = p.str("Name", required=True)
+    description = p.str("Description", "") or ""
     if live_row(ctx, rec) is None:
         raise Ec2Error("IncorrectInstanceState", f"The instance '{rec['id']}' is terminated")
     try:
@@ -144,10 +170,18 @@ def create_image(ctx: Ctx, p: Params) -> dict:
         raise Ec2Error("InvalidAction", "CreateImage needs image publishing (openvps.service.images), "
                        "which this node does not have yet") from None
     try:
-        ImageService(ctx.svc.node).publish(rec["id"], name, description=p.str("Description", "") or "",
-                                           actor=ctx.actor)
+        op = ImageService(ctx.svc.node).publish(rec["id"], name, description=description, actor=ctx.actor)
+    except Conflict as e:
+        raise Ec2Error("InvalidAMIName.Duplicate", e.message) from None
+    except InvalidArgument as e:
+        raise Ec2Error("InvalidAMIName.Malformed" if e.details.get("field") == "name" else "InvalidParameterValue",
+                       e.message) from None
     except OpenVPSError as e:
         raise translate(e, "InvalidInstanceID.NotFound") from None
-    if not ctx.svc.ec2.find("image", name=name):
-        ctx.svc.ec2.add("image", image_id(name), ctx.owner, name=name, ref=rec["id"])
-    return {"imageId": image_id(name)}
+    aid = image_id(name)
+    data = {"op": op.get("id"), "instance": rec["id"], "description": description}
+    if ctx.svc.ec2.get(aid):
+        ctx.svc.ec2.update(aid, owner=ctx.owner, data=data)
+    else:
+        ctx.svc.ec2.add("image", aid, ctx.owner, name=name, ref=rec["id"], data=data)
+    return {"imageId": aid}
