@@ -82,3 +82,20 @@ def test_random_requests_never_answer_5xx(rest, ec2):
         r = call(ec2, k, params)
         assert r.status_code < 500, (params, r.text)
         assert r.content.startswith(b"<?xml"), r.text
+
+
+def test_run_instances_honours_the_users_quota(rest, ec2, node):
+    from openvps.api.ec2.context import image_id
+    rest.post("/1.0/users", json={"name": "carol", "quotas": {"max_instances": 2}})
+    k = rest.post("/1.0/users/carol/keys").json()
+    base = {"Action": "RunInstances", "ImageId": image_id("minimal"), "InstanceType": "ovps.nano"}
+    r = call(ec2, k, {**base, "MinCount": "3", "MaxCount": "3"})
+    assert r.status_code == 400 and b"<Code>InstanceLimitExceeded</Code>" in r.content
+    assert node.store.list_instances() == []
+    # MinCount 1, MaxCount 3: as many as the quota allows
+    r = call(ec2, k, {**base, "MinCount": "1", "MaxCount": "3"})
+    assert r.status_code == 200, r.text
+    assert r.content.count(b"<instanceId>i-") == 2
+    assert sorted(row["owner"] for row in node.store.list_instances()) == ["carol", "carol"]
+    r = call(ec2, k, {**base, "MinCount": "1", "MaxCount": "1", "InstanceType": "m5.large"})
+    assert r.status_code == 400 and b"Invalid value 'm5.large' for InstanceType" in r.content
