@@ -423,3 +423,14 @@ def test_a_taken_ec2_port_does_not_stop_the_daemon(make_daemon):
             time.sleep(0.1)
         assert f"could not listen on 127.0.0.1:{port}" in d.output()
         assert d.proc.poll() is None
+
+
+def test_terminate_while_pending(ec2d):
+    c = Ec2(ec2d, "alice").client
+    ids = [i["InstanceId"] for i in c.run_instances(ImageId=ami(c), InstanceType="ovps.nano", MinCount=2,
+                                                     MaxCount=2)["Instances"]]
+    out = c.terminate_instances(InstanceIds=ids)["TerminatingInstances"]
+    assert {x["PreviousState"]["Name"] for x in out} == {"pending"}
+    waiter(c, "instance_terminated", ids)
+    assert json.loads(ec2d.ok("list", "--json")) == []
+    assert ec2d.residue() == {"runc": [], "mounts": [], "cgroups": [], "dirs": []}

@@ -250,13 +250,8 @@ def _change(ctx: Ctx, p: Params, verb: str) -> list[tuple[dict, str, str]]:
     if not ids:
         raise Ec2Error("MissingParameter", "The request must contain the parameter InstanceId")
     recs = [find_instance(ctx, i) for i in ids]
-    out = []
-    for rec in recs:
-        row = live_row(ctx, rec)
-        prev = state_of(ctx, rec, row)
-        cur = _act(ctx, p, verb, rec, prev)
-        out.append((rec, prev, cur))
-    return out
+    prevs = [state_of(ctx, rec, live_row(ctx, rec)) for rec in recs]     # as the caller saw them
+    return [(rec, prev, _act(ctx, p, verb, rec, prev)) for rec, prev in zip(recs, prevs)]
 
 
 def _act(ctx: Ctx, p: Params, verb: str, rec: dict, prev: str) -> str:
@@ -283,7 +278,11 @@ def _act(ctx: Ctx, p: Params, verb: str, rec: dict, prev: str) -> str:
         else:
             if prev in ("terminated", "shutting-down"):
                 return prev
-            row = live_row(ctx, rec)
+            row = _settle_create(ctx, rec)
+            rec["data"]["terminating"] = True
+            if row is None:         # cancelled before it ran: nothing was made
+                ctx.svc.ec2.update(iid, data=rec["data"])
+                return "terminated"
             op, cur = inst.destroy(iid, force=True, actor=ctx.actor), "shutting-down"
             rec["data"]["terminating"] = True
             rec["data"]["tags"] = (row or {}).get("tags") or rec["data"].get("tags", {})
@@ -291,6 +290,19 @@ def _act(ctx: Ctx, p: Params, verb: str, rec: dict, prev: str) -> str:
         raise translate(e, "InvalidInstanceID.NotFound") from None
     ctx.svc.ec2.update(iid, data={**rec["data"], "op": {"id": op["id"], "action": verb}})
     return cur
+
+
+def _settle_create(ctx: Ctx, rec: dict) -> dict | None:
+    """EC2 may terminate a pending instance. A create still queued is cancelled (the reserved row goes
+    with it); one already running is awaited, then destroyed as usual."""
+    row = live_row(ctx, rec)
+    if row is None or row["state"] != "creating":
+        return row
+    op = rec["data"].get("op") or {}
+    if op.get("action") == "create":
+        if ctx.svc.node.runner.cancel(op["id"]) is None:
+            ctx.svc.node.runner.wait(op["id"], 300)
+    return live_row(ctx, rec)
 
 
 def _changes(items) -> dict:
