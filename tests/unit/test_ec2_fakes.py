@@ -99,3 +99,17 @@ def test_run_instances_honours_the_users_quota(rest, ec2, node):
     assert sorted(row["owner"] for row in node.store.list_instances()) == ["carol", "carol"]
     r = call(ec2, k, {**base, "MinCount": "1", "MaxCount": "1", "InstanceType": "m5.large"})
     assert r.status_code == 400 and b"Invalid value 'm5.large' for InstanceType" in r.content
+
+
+def test_get_with_a_presigned_url(rest, ec2):
+    from botocore.auth import SigV4QueryAuth
+    rest.post("/1.0/users", json={"name": "dave"})
+    k = rest.post("/1.0/users/dave/keys").json()
+    req = AWSRequest(method="GET", url="http://testserver/?Action=DescribeAvailabilityZones&Version=2016-11-15")
+    SigV4QueryAuth(Credentials(k["access_key_id"], k["secret_access_key"]), "ec2", "openvps-1",
+                   expires=60).add_auth(req)
+    r = ec2.get(req.prepare().url.replace("http://testserver", ""))
+    assert r.status_code == 200, r.text
+    assert b"<zoneName>openvps-1a</zoneName>" in r.content
+    r = ec2.get("/?Action=DescribeAvailabilityZones&Version=2016-11-15")       # unsigned
+    assert r.status_code == 401 and b"<Code>AuthFailure</Code>" in r.content
