@@ -43,6 +43,8 @@ class Config:
     rate_limit: float = 50.0        # API requests per second per user over TCP (0 = no limit); 429 beyond
     rate_burst: int = 200           # requests a user may make at once before rate_limit applies
     sample_interval: int = 10       # seconds between the dashboard's samples (CPU, RAM, swap, network)
+    ec2_listen: str = "127.0.0.1:8773"   # the EC2-compatible API (SigV4 access keys); "" = off
+    ec2_region: str = "openvps-1"   # the region name the EC2 API reports (its one zone: <region>a)
 
     @property
     def home_path(self) -> Path:

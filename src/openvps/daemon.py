@@ -56,6 +56,16 @@ def _tls(cfg: Config) -> dict:
     return {"ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key} if cfg.tls_cert else {}
 
 
+async def _optional(server) -> None:
+    """A server the daemon can live without (the EC2 port, on by default): if its port is taken, say so
+    and keep serving the rest, rather than exit (uvicorn exits when it cannot bind)."""
+    try:
+        await server.serve()
+    except SystemExit:
+        log.error("the EC2 API could not listen on %s:%s (port in use?); set ec2_listen to another port, or "
+                  "empty to turn it off", server.config.host, server.config.port)
+
+
 def serve(cfg: Config) -> None:
     from .api.app import create_app
     from .api.auth import tcp_app
@@ -63,6 +73,7 @@ def serve(cfg: Config) -> None:
 
     tls = _tls(cfg)
     tcp = _tcp(cfg.listen, tls=bool(tls)) if cfg.listen else None
+    ec2 = _tcp(cfg.ec2_listen, tls=bool(tls)) if cfg.ec2_listen else None
     cfg.home_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = open(cfg.home_path / "daemon.lock", "w")
     try:
@@ -86,13 +97,22 @@ def serve(cfg: Config) -> None:
         servers.append(uvicorn.Server(uvicorn.Config(tcp_app(app), host=tcp[0], port=tcp[1], log_level="warning",
                                                      access_log=False, ws_max_size=1 << 20,
                                                      timeout_graceful_shutdown=5, **tls)))
+    optional = []
+    if ec2:     # the EC2-compatible API: its own app and port, same process and event loop
+        from .api.ec2.app import create_ec2_app
+        optional.append(len(servers))
+        servers.append(uvicorn.Server(uvicorn.Config(create_ec2_app(node, cfg.ec2_region), host=ec2[0], port=ec2[1],
+                                                     log_level="warning", access_log=False,
+                                                     timeout_graceful_shutdown=5, **tls)))
     try:
         async def main():
-            tasks = [asyncio.create_task(s.serve()) for s in servers]
+            tasks = [asyncio.create_task(_optional(s) if i in optional else s.serve()) for i, s in enumerate(servers)]
             await asyncio.sleep(0)
             os.umask(old_umask)
             scheme = "https" if tls else "http"
             log.info("serving on %s%s", sock, f" and {scheme}://{tcp[0]}:{tcp[1]} (bearer tokens)" if tcp else "")
+            if ec2:
+                log.info("EC2 API on %s://%s:%s (SigV4 access keys)", scheme, ec2[0], ec2[1])
             await asyncio.gather(*tasks)
 
         for s in servers[1:]:

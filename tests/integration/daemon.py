@@ -27,7 +27,9 @@ class Daemon:
         # each test home gets its own block of uid ranges, so two homes never share one
         idmap_base = 1_000_000_000 + random.randrange(2000) * 16 * 65536
         self.env = {**os.environ, "OPENVPS_HOME": str(self.home), "OPENVPS_TEMPLATE_DIR": str(template_dir),
-                    "OPENVPS_STOP_TIMEOUT": "20", "OPENVPS_IDMAP_BASE": str(idmap_base), **(env or {})}
+                    "OPENVPS_STOP_TIMEOUT": "20", "OPENVPS_IDMAP_BASE": str(idmap_base),
+                    "OPENVPS_EC2_LISTEN": "",    # off unless a test asks: homes run side by side
+                    **(env or {})}
         self.env.pop("OPENVPS_FAULT", None)
         if env and "OPENVPS_FAULT" in env:
             self.env["OPENVPS_FAULT"] = env["OPENVPS_FAULT"]

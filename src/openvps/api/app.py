@@ -159,5 +159,7 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(routes_images.router)
     from ..web import mount as mount_web    # the web dashboard at /ui/ (and its /1.0 additions)
     mount_web(app)
+    from . import routes_keys
+    app.include_router(routes_keys.router)      # EC2 access keys (the EC2 API itself: api/ec2, own port)
     _request_metrics(app, app.state.request_stats)
     return app

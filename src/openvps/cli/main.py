@@ -383,6 +383,11 @@ from . import network as _network  # noqa: E402
 _network.register(app)
 
 
+# ------------------------------------------------------------------ EC2 access keys (cli/keys.py)
+from . import keys as _keys  # noqa: E402
+_keys.register(user_app)
+
+
 # ------------------------------------------------------------------ users and tokens
 def _quota_row(u: dict) -> list[str]:
     from ..domain.sizes import format_size

@@ -271,6 +271,16 @@ class Client:
     def revoke_token(self, token_id: str) -> dict:
         return self.request("DELETE", f"/1.0/tokens/{quote(token_id)}")
 
+    # ---- EC2 access keys
+    def create_access_key(self, user: str) -> dict:
+        return self.request("POST", f"/1.0/users/{quote(user)}/keys")
+
+    def access_keys(self, user: str) -> list[dict]:
+        return self.request("GET", f"/1.0/users/{quote(user)}/keys")
+
+    def delete_access_key(self, user: str, key_id: str) -> dict:
+        return self.request("DELETE", f"/1.0/users/{quote(user)}/keys/{quote(key_id)}")
+
     # ---- events and metrics
     def events(self, after: int = 0, type: str | None = None, instance: str | None = None,
                timeout: float = 0, limit: int = 1000) -> dict:

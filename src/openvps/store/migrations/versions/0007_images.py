@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_images"
-down_revision = "0005"      # the file 0005_api_v1.py (revision "0005"); the lead re-chains at merge
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

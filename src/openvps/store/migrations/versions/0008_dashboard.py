@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_dashboard"
-down_revision = "0005"
+down_revision = "0007_images"
 branch_labels = None
 depends_on = None
 

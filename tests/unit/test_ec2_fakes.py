@@ -1,0 +1,115 @@
+"""The EC2 app on the fake drivers, signed by botocore's own SigV4 signer: access keys over REST
+(own vs. others'), and no client mistake ever answers 5xx (botocore would retry it)."""
+from __future__ import annotations
+
+import random
+from urllib.parse import urlencode
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from fastapi.testclient import TestClient
+
+from openvps.api.app import create_app
+from openvps.api.auth import tcp_app
+from openvps.api.ec2 import actions
+from openvps.api.ec2.app import create_ec2_app
+
+
+@pytest.fixture
+def rest(node):
+    with TestClient(create_app(node)) as c:
+        yield c
+
+
+@pytest.fixture
+def ec2(node):
+    with TestClient(create_ec2_app(node)) as c:
+        yield c
+
+
+def call(ec2, key: dict, params: dict):
+    body = urlencode({"Version": "2016-11-15", **params})
+    req = AWSRequest(method="POST", url="http://testserver/", data=body,
+                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    SigV4Auth(Credentials(key["access_key_id"], key["secret_access_key"]), "ec2", "openvps-1").add_auth(req)
+    p = req.prepare()
+    return ec2.post("/", content=p.body, headers=dict(p.headers))
+
+
+def test_access_keys_rest_own_and_others(rest, node, ec2):
+    assert rest.post("/1.0/users", json={"name": "alice"}).status_code == 201
+    assert rest.post("/1.0/users", json={"name": "bob"}).status_code == 201
+    k = rest.post("/1.0/users/alice/keys").json()
+    assert set(k) == {"access_key_id", "user", "created_at", "secret_access_key"} and len(k["secret_access_key"]) == 40
+    listed = rest.get("/1.0/users/alice/keys").json()
+    assert listed == [{"access_key_id": k["access_key_id"], "user": "alice", "created_at": k["created_at"]}]
+    r = call(ec2, k, {"Action": "DescribeRegions"})
+    assert r.status_code == 200 and b"<regionName>openvps-1</regionName>" in r.content
+    # bob (over TCP with his token) cannot see or delete alice's keys, but manages his own
+    tok = rest.post("/1.0/tokens", json={"user": "bob"}).json()["token"]
+    with TestClient(tcp_app(create_app(node)), headers={"Authorization": f"Bearer {tok}"}) as bob:
+        assert bob.get("/1.0/users/alice/keys").status_code == 404
+        assert bob.delete(f"/1.0/users/alice/keys/{k['access_key_id']}").status_code == 404
+        assert bob.post("/1.0/users/bob/keys").status_code == 201
+    assert rest.delete(f"/1.0/users/alice/keys/{k['access_key_id']}").status_code == 200
+    r = call(ec2, k, {"Action": "DescribeRegions"})
+    assert r.status_code == 401 and b"<Code>AuthFailure</Code>" in r.content
+    assert rest.post("/1.0/users/nobody/keys").status_code == 404
+
+
+JUNK = ["", "x", "-1", "0", "99999999999999999999", "i-zz", "i-0123456789abcdef0", "sg-0123456789abcdef0",
+        "ami-0123456789abcdef0", "eipalloc-0123456789abcdef0", "true", "tcp", "*", "\u00e9", "a" * 300]
+KEYS = ["InstanceId.1", "InstanceId", "Filter.1.Name", "Filter.1.Value.1", "Filter.1.Value.x", "MaxResults",
+        "NextToken", "ImageId", "InstanceType", "MinCount", "MaxCount", "KeyName", "PublicKeyMaterial", "GroupId",
+        "GroupName", "GroupDescription", "IpPermissions.1.IpProtocol", "IpPermissions.1.FromPort",
+        "IpPermissions.1.ToPort", "IpPermissions.1.IpRanges.1.CidrIp", "IpPermissions.1.IpRanges", "ResourceId.1",
+        "Tag.1.Key", "Tag.1.Value", "Tag.1.Key.1", "AllocationId", "AssociationId", "PublicIp", "KeyPairId",
+        "TagSpecification.1.ResourceType", "TagSpecification.1.Tag.1.Key", "SecurityGroupId.1", "Name",
+        "ClientToken", "Force", "IpProtocol", "FromPort", "ToPort", "CidrIp", "Owner.1", "KeyType", "Domain"]
+
+
+def test_random_requests_never_answer_5xx(rest, ec2):
+    rest.post("/1.0/users", json={"name": "fuzz"})
+    k = rest.post("/1.0/users/fuzz/keys").json()
+    rnd = random.Random(9)
+    names = sorted(actions.ACTIONS) + ["DescribeVpcs", ""]
+    for _ in range(600):
+        params = {"Action": rnd.choice(names)}
+        for key in rnd.sample(KEYS, rnd.randint(0, 6)):
+            params[key] = rnd.choice(JUNK)
+        r = call(ec2, k, params)
+        assert r.status_code < 500, (params, r.text)
+        assert r.content.startswith(b"<?xml"), r.text
+
+
+def test_run_instances_honours_the_users_quota(rest, ec2, node):
+    from openvps.api.ec2.context import image_id
+    rest.post("/1.0/users", json={"name": "carol", "quotas": {"max_instances": 2}})
+    k = rest.post("/1.0/users/carol/keys").json()
+    base = {"Action": "RunInstances", "ImageId": image_id("minimal"), "InstanceType": "ovps.nano"}
+    r = call(ec2, k, {**base, "MinCount": "3", "MaxCount": "3"})
+    assert r.status_code == 400 and b"<Code>InstanceLimitExceeded</Code>" in r.content
+    assert node.store.list_instances() == []
+    # MinCount 1, MaxCount 3: as many as the quota allows
+    r = call(ec2, k, {**base, "MinCount": "1", "MaxCount": "3"})
+    assert r.status_code == 200, r.text
+    assert r.content.count(b"<instanceId>i-") == 2
+    assert sorted(row["owner"] for row in node.store.list_instances()) == ["carol", "carol"]
+    r = call(ec2, k, {**base, "MinCount": "1", "MaxCount": "1", "InstanceType": "m5.large"})
+    assert r.status_code == 400 and b"Invalid value 'm5.large' for InstanceType" in r.content
+
+
+def test_get_with_a_presigned_url(rest, ec2):
+    from botocore.auth import SigV4QueryAuth
+    rest.post("/1.0/users", json={"name": "dave"})
+    k = rest.post("/1.0/users/dave/keys").json()
+    req = AWSRequest(method="GET", url="http://testserver/?Action=DescribeAvailabilityZones&Version=2016-11-15")
+    SigV4QueryAuth(Credentials(k["access_key_id"], k["secret_access_key"]), "ec2", "openvps-1",
+                   expires=60).add_auth(req)
+    r = ec2.get(req.prepare().url.replace("http://testserver", ""))
+    assert r.status_code == 200, r.text
+    assert b"<zoneName>openvps-1a</zoneName>" in r.content
+    r = ec2.get("/?Action=DescribeAvailabilityZones&Version=2016-11-15")       # unsigned
+    assert r.status_code == 401 and b"<Code>AuthFailure</Code>" in r.content
