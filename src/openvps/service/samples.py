@@ -76,7 +76,7 @@ class SampleService:
     def sample_once(self, now: float | None = None) -> int:
         """Read every running instance once; returns how many were sampled."""
         now = time.time() if now is None else now
-        n = 0
+        batch = {}
         for row in self.node.store.list_instances():
             if row["state"] not in LIVE:
                 continue
@@ -85,11 +85,10 @@ class SampleService:
             except Exception:       # it stopped while we read
                 continue
             rx, tx = net_bytes(u.get("pid"))
-            if self.store.put_sample(row["ctid"], now, rings(self.interval),
-                                     {"cpu_ns": u.get("cpu_ns"), "memory": u.get("memory"), "swap": u.get("swap"),
-                                      "rx": rx, "tx": tx}):
-                n += 1
-        return n
+            batch[row["ctid"]] = {"cpu_ns": u.get("cpu_ns"), "memory": u.get("memory"), "swap": u.get("swap"),
+                                  "rx": rx, "tx": tx}
+        # one write transaction per round, whatever the number of instances
+        return self.store.put_samples(now, rings(self.interval), batch)
 
     def query(self, ctid: int, range_: str, now: float | None = None) -> dict:
         if range_ not in RANGES:

@@ -90,19 +90,31 @@ class WebStore:
                 s.add(BookmarkRow(ctid=ctid, pos=i, label=b["label"], url=b["url"]))
 
     # ---- samples: one ring per instance and resolution, overwritten slot by slot
-    def put_sample(self, ctid: int, t: float, rings: list[tuple[int, int]], values: dict) -> bool:
-        """Write one sample into each (res, slots) ring; False if the instance is gone."""
+    def put_samples(self, t: float, rings: list[tuple[int, int]], batch: dict[int, dict]) -> int:
+        """Write one sample per instance ({ctid: values}) into each (res, slots) ring, in one
+        transaction; returns how many instances were written (one destroyed meanwhile is skipped)."""
+        if not batch:
+            return 0
         rows = [{"ctid": ctid, "res": res, "slot": int(t // res) % slots, "time": t, **values}
-                for res, slots in rings]
-        stmt = sqlite_insert(SampleRow.__table__).values(rows)
-        stmt = stmt.on_conflict_do_update(index_elements=["ctid", "res", "slot"],
-                                          set_={k: stmt.excluded[k] for k in ("time", *values)})
+                for ctid, values in batch.items() for res, slots in rings]
         try:
-            with self.store._tx() as s:
-                s.execute(stmt)
-            return True
-        except IntegrityError:      # destroyed meanwhile (foreign key)
-            return False
+            self._upsert(rows)
+            return len(batch)
+        except IntegrityError:      # an instance was destroyed meanwhile (foreign key): one by one
+            if len(batch) == 1:
+                return 0
+            return sum(self.put_samples(t, rings, {c: v}) for c, v in batch.items())
+
+    def put_sample(self, ctid: int, t: float, rings: list[tuple[int, int]], values: dict) -> bool:
+        return self.put_samples(t, rings, {ctid: values}) == 1
+
+    def _upsert(self, rows: list[dict]) -> None:
+        stmt = sqlite_insert(SampleRow.__table__)
+        stmt = stmt.on_conflict_do_update(index_elements=["ctid", "res", "slot"],
+                                          set_={k: stmt.excluded[k] for k in rows[0] if k not in
+                                                ("ctid", "res", "slot")})
+        with self.store._tx() as s:
+            s.execute(stmt, rows)
 
     def samples(self, ctid: int, res: int, since: float) -> list[dict]:
         with self.store._sessions() as s:

@@ -312,3 +312,18 @@ def test_pages_load_nothing_from_elsewhere(sock, browser):
     for asset in ("/ui/static/app.js", "/ui/static/app.css", "/ui/static/console.js"):
         assert c.get(asset).status_code == 200
     assert c.get("/", follow_redirects=False).headers["location"] == "/ui/"
+
+
+def test_a_sampling_round_is_one_write_and_skips_the_destroyed(sock, node):
+    for name in ("a1", "a2"):
+        assert finish(sock, sock.post("/1.0/instances", json={"name": name, "template": "minimal", "start": True})
+                      )["status"] == "success"
+    ctids = [sock.get(f"/1.0/instances/{n}").json()["ctid"] for n in ("a1", "a2")]
+    svc = SampleService(node)
+    assert svc.sample_once(now=1_700_000_100.0) == 2
+    web = WebStore(node.store)
+    vals = {"cpu_ns": 1, "memory": 2, "swap": 0, "rx": None, "tx": None}
+    # a2 is gone by the time the round is written: a1's sample still lands
+    assert web.put_samples(1_700_000_110.0, rings(10), {ctids[0]: vals, 999_999: vals}) == 1
+    assert [r["memory"] for r in web.samples(ctids[0], 10, 0)][-1] == 2
+    assert svc.query(ctids[0], "1h", now=1_700_000_120.0)["points"][-1]["memory"] == 2
