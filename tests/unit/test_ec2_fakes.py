@@ -113,3 +113,21 @@ def test_get_with_a_presigned_url(rest, ec2):
     assert b"<zoneName>openvps-1a</zoneName>" in r.content
     r = ec2.get("/?Action=DescribeAvailabilityZones&Version=2016-11-15")       # unsigned
     assert r.status_code == 401 and b"<Code>AuthFailure</Code>" in r.content
+
+
+def test_allocate_address_counts_against_max_public_ips_with_rest(rest, ec2, node):
+    """One quota for both faces: an address allocated over REST counts for EC2, and the other way."""
+    node.networks.pool = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+    assert rest.post("/1.0/users", json={"name": "alice", "quotas": {"max_public_ips": 2}}).status_code == 201
+    k = rest.post("/1.0/users/alice/keys").json()
+    tok = rest.post("/1.0/tokens", json={"user": "alice"}).json()["token"]
+    r = call(ec2, k, {"Action": "AllocateAddress", "Domain": "vpc"})
+    assert r.status_code == 200 and b"<allocationId>eipalloc-" in r.content, r.text
+    with TestClient(tcp_app(create_app(node)), headers={"Authorization": f"Bearer {tok}"}) as alice:
+        op = alice.post("/1.0/addresses", json={})
+        assert op.status_code == 202
+        assert alice.get(f"/1.0/operations/{op.json()['id']}/wait").json()["status"] == "success"
+        assert sorted(a["owner"] for a in alice.get("/1.0/addresses").json()) == ["alice", "alice"]
+    r = call(ec2, k, {"Action": "AllocateAddress", "Domain": "vpc"})
+    assert r.status_code == 400 and b"<Code>AddressLimitExceeded</Code>" in r.content, r.text
+    assert len(rest.get("/1.0/addresses").json()) == 2          # nothing half-allocated

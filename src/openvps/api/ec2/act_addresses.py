@@ -1,9 +1,9 @@
 """Elastic addresses = the node's public addresses (service/networks.py): AllocateAddress,
-AssociateAddress, DisassociateAddress, ReleaseAddress, DescribeAddresses. The network service does
-not know owners yet, so the mapping row records who allocated an address and this layer checks it."""
+AssociateAddress, DisassociateAddress, ReleaseAddress, DescribeAddresses. The network service owns the
+rules (an address belongs to who allocated it; max_public_ips); the mapping row adds the AWS ids."""
 from __future__ import annotations
 
-from ...domain.errors import InsufficientResources, OpenVPSError
+from ...domain.errors import InsufficientResources, OpenVPSError, QuotaExceeded
 from .context import Ctx, check_id, new_id, translate
 from .registry import action, tag_list
 from .wire import Ec2Error, Params, matches
@@ -40,14 +40,10 @@ def allocate_address(ctx: Ctx, p: Params) -> dict:
     if (p.str("Domain") or "vpc") not in ("vpc", "standard"):
         raise Ec2Error("InvalidParameterValue", "Domain: vpc or standard")
     tags = _tag_specs(p, "elastic-ip")
-    user = ctx.svc.node.store.find_user(ctx.owner) or {}
-    limit, used = user.get("max_public_ips"), len(ctx.svc.ec2.find("address", owner=ctx.owner))
-    if limit is not None and used >= limit:
-        raise Ec2Error("AddressLimitExceeded", f"user {ctx.owner} may hold {limit} public address(es) and holds {used}")
     try:
-        op = ctx.svc.networks.allocate_address(p.str("Address"))
+        op = ctx.svc.networks.allocate_address(p.str("Address"), actor=ctx.actor)
         ctx.wait(op)
-    except InsufficientResources as e:
+    except (InsufficientResources, QuotaExceeded) as e:
         raise Ec2Error("AddressLimitExceeded", e.message) from None
     except OpenVPSError as e:
         raise translate(e) from None
@@ -71,7 +67,7 @@ def associate_address(ctx: Ctx, p: Params) -> dict:
     if current and current != inst["id"] and not p.bool("AllowReassociation", True):
         raise Ec2Error("Resource.AlreadyAssociated", f"the address {rec['ref']} is associated with {current}")
     try:
-        ctx.wait(ctx.svc.networks.associate(rec["ref"], inst["id"]))
+        ctx.wait(ctx.svc.networks.associate(rec["ref"], inst["id"], actor=ctx.actor))
     except OpenVPSError as e:
         raise translate(e, "InvalidInstanceID.NotFound") from None
     assoc = {"id": new_id("eipassoc-"), "instance": inst["id"]}
@@ -92,7 +88,7 @@ def disassociate_address(ctx: Ctx, p: Params) -> dict:
             raise Ec2Error("InvalidAssociationID.NotFound", f"The association ID '{assoc}' does not exist")
         return {"return": True}
     try:
-        ctx.wait(ctx.svc.networks.disassociate(rec["ref"]))
+        ctx.wait(ctx.svc.networks.disassociate(rec["ref"], actor=ctx.actor))
     except OpenVPSError as e:
         raise translate(e) from None
     ctx.svc.ec2.update(rec["id"], data={**rec["data"], "association": None})
@@ -109,7 +105,7 @@ def release_address(ctx: Ctx, p: Params) -> dict:
         raise Ec2Error("InvalidIPAddress.InUse", f"Address {rec['ref']} is in use (associated with "
                        f"{_live(ctx)[rec['ref']]}); disassociate it first")
     try:
-        ctx.wait(ctx.svc.networks.release(rec["ref"]))
+        ctx.wait(ctx.svc.networks.release(rec["ref"], actor=ctx.actor))
     except OpenVPSError as e:
         raise translate(e) from None
     ctx.svc.ec2.delete(rec["id"])

@@ -57,9 +57,9 @@ def sync_instance(ctx: Ctx, rec: dict) -> None:
     net = ctx.svc.networks
     try:
         for proto, port, cidr in sorted(want - set(actual)):
-            ctx.wait(net.allow(rec["id"], proto, port, cidr))
+            ctx.wait(net.allow(rec["id"], proto, port, cidr, actor=ctx.actor))
         for key in sorted((mine - want) & set(actual)):
-            ctx.wait(net.remove_rule(actual[key]))
+            ctx.wait(net.remove_rule(actual[key], actor=ctx.actor))
     except OpenVPSError as e:
         raise translate(e) from None
     fresh = ctx.svc.ec2.get(rec["id"]) or rec

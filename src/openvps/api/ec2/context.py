@@ -52,7 +52,7 @@ class Ctx:
 
     def wait(self, op: dict, timeout: float = 60) -> dict:
         """Run a short operation to its end (addresses, firewall, tags): EC2 answers those at once."""
-        row = self.svc.node.runner.wait(op["id"], timeout)   # network ops are the node's (admin-owned)
+        row = self.svc.node.runner.wait(op["id"], timeout)
         if row["status"] in ("pending", "running"):
             raise Ec2Error("RequestLimitExceeded", f"operation {row['kind']} is still {row['status']} after "
                            f"{timeout:.0f} s; retry later", 503)
