@@ -17,8 +17,9 @@ def _prepare(daemon, ident):
 
 @pytest.mark.parametrize("mode", ["suspend", "snapshot"])
 def test_backup_of_a_running_instance_restores_on_a_new_ctid_with_the_same_files(daemon, tmp_path, mode):
-    daemon.ok("create", "301", "--name", "orig", "--start", "--ram", "200M")
+    daemon.ok("create", "301", "--name", "orig", "--start", "--ram", "200M", "--volume", "vdata:/data")
     _prepare(daemon, "orig")
+    daemon.sh("orig", "echo in-volume > /data/v && chown 7:7 /data/v")
     before = daemon.sh("orig", SUMS)
     assert "/srv/data/blob" in before and "/srv/data/a 1000:100 640" in before and "/etc/motd-new 0:0 4755" in before
     out = daemon.ok("backup", "orig", "--mode", mode, "--to", str(tmp_path), "--json")
@@ -41,8 +42,14 @@ def test_backup_of_a_running_instance_restores_on_a_new_ctid_with_the_same_files
     daemon.ok("start", "copy")
     assert daemon.sh("copy", SUMS) == before
     assert daemon.sh("copy", "hostname") == "orig"       # the backed-up config, hostname included
+    # the volume comes back as a volume of its own (the name is taken by the original's here)
+    assert daemon.sh("copy", "cat /data/v; stat -c %u:%g /data/v") == "in-volume\n7:7"
+    vols = {v["name"]: v["in_use_by"] for v in json.loads(daemon.ok("volume", "list", "--json"))}
+    assert vols == {"vdata": ["orig"], "vdata-restored": ["copy"]}
     daemon.ok("destroy", "copy", "--force")
     daemon.ok("destroy", "orig", "--force")
+    daemon.ok("volume", "delete", "vdata")
+    daemon.ok("volume", "delete", "vdata-restored")
     assert daemon.residue() == {"runc": [], "mounts": [], "cgroups": [], "dirs": []}
 
 

@@ -104,3 +104,14 @@ def test_rebase_keeps_a_volumes_data_and_the_identity(daemon, template_dir):
     finally:
         daemon.cleanup()
         TemplateCache(template_dir).remove(golden)
+
+
+def test_a_failed_create_takes_the_volume_it_made_along(daemon):
+    daemon.ok("volume", "create", "kept")
+    # a directory mounted onto a file: runc refuses at start, in the create's operation, after the
+    # volumes were made; the create is undone with the volume it made (not the one that was there)
+    p = daemon.cli("create", "--name", "fails", "--volume", "fresh:/etc/passwd", "--volume", "kept:/b", "--start")
+    assert p.returncode == 1 and "not a directory" in p.stderr, p.stderr
+    assert json.loads(daemon.ok("list", "--json")) == []
+    assert [v["name"] for v in json.loads(daemon.ok("volume", "list", "--json"))] == ["kept"]
+    assert not (daemon.home / "volumes" / "fresh").exists()

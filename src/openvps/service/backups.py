@@ -106,12 +106,15 @@ class BackupService:
         return self.node.runner.submit(op, lambda o, p: self._do_backup(o.args["ctid"], mode, target, p))
 
     def _meta(self, row: dict) -> dict:
+        from .volumes import VolumeService
         manifest = self.node.templates.get(row["template"])
+        mounts = [{k: m[k] for k in ("kind", "source", "target", "readonly")}
+                  for m in VolumeService(self.node).mounts(row["ctid"])]
         inst = {k: row[k] for k in ("ctid", "name", "template", "hostname", "init", "stop_signal", "limits",
                                     "privileged", "uid_base", "owner", "description", "tags")}
         return {"format": FORMAT, "created_at": _stamp(), "instance": inst,
                 "template_revision": manifest.revision if manifest else None,
-                "idmap_size": self.node.config.idmap_size}
+                "idmap_size": self.node.config.idmap_size, "mounts": mounts}
 
     def _do_backup(self, ctid: int, mode: str, target: Path, p: Progress) -> dict:
         row = self.store.get_instance(ctid)
@@ -121,7 +124,10 @@ class BackupService:
         staging.mkdir(mode=0o700)
         was = State(row["state"])
         try:
-            (staging / META).write_text(json.dumps(self._meta(row), indent=2, default=str) + "\n")
+            meta = self._meta(row)
+            (staging / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+            vols = [m["source"] for m in meta["mounts"] if m["kind"] == "volume"]
+            parts = [(staging, META)] + ([(staging, "volumes")] if vols else [])
             if mode == "stop" and was != State.STOPPED:
                 p(0.1, "stopping")
                 self.instances._stop(ctid, self.node.config.stop_timeout, False, p)
@@ -129,14 +135,16 @@ class BackupService:
             try:
                 if mode == "snapshot":
                     with still(self.node, row) as upper:
-                        p(0.2, "copying the layer (frozen)")
+                        p(0.2, "copying the layer and volumes (frozen)")
                         layers.copy_tree(upper, staging / "upper")
+                        self._stage_volumes(staging, vols, copy=True)
                     p(0.4, "archiving the copy")
-                    digest = write_archive(partial, [(staging, META), (staging, "upper")])
+                    digest = write_archive(partial, parts + [(staging, "upper")])
                 else:
                     with still(self.node, row) as upper:
                         p(0.2, "archiving" + (" (frozen)" if row["state"] == State.RUNNING else ""))
-                        digest = write_archive(partial, [(staging, META), (upper.parent, upper.name)])
+                        self._stage_volumes(staging, vols, copy=False)
+                        digest = write_archive(partial, parts + [(upper.parent, upper.name)])
             finally:
                 if mode == "stop" and was in (State.RUNNING, State.SUSPENDED):
                     p(0.9, "starting again")
@@ -151,6 +159,24 @@ class BackupService:
         size = final.stat().st_size
         self.node.event("instance.backup", self.store.get_instance(ctid), archive=str(final), mode=mode)
         return {"backup": {"archive": str(final), "sha256": digest, "size_bytes": size, "mode": mode}}
+
+    def _stage_volumes(self, staging: Path, names: list[str], copy: bool) -> None:
+        """staging/volumes/NAME for each volume: a copy (snapshot mode) or a bind mount of it (read in place
+        while the instance is frozen or stopped; remove_tree(staging) detaches it before removing)."""
+        from .volumes import VolumeService
+        if not names:
+            return
+        (staging / "volumes").mkdir()
+        for name in names:
+            src = VolumeService(self.node).path(name)
+            if copy:
+                layers.copy_tree(src, staging / "volumes" / name)
+                continue
+            (staging / "volumes" / name).mkdir()
+            p = subprocess.run(["mount", "--bind", "-o", "ro", str(src), str(staging / "volumes" / name)],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise OpenVPSError(f"could not reach volume {name}: {p.stderr.strip()}")
 
     # ------------------------------------------------------------------ restore
     def restore(self, archive: str, *, ctid: int | None = None, name: str | None = None,
@@ -190,16 +216,41 @@ class BackupService:
         if owner != "admin" and self.store.find_user(owner) is None:
             owner = "admin"
         p(0.15, "creating the instance")
-        op = self.instances.create(name=name, template=inst["template"], ctid=ctid, hostname=inst["hostname"],
-                                   limits=inst["limits"], privileged=bool(inst["privileged"]),
-                                   tags=inst.get("tags") or {}, description=inst.get("description") or "",
-                                   actor=Actor(owner, owner == "admin"))
+        from .volumes import VolumeService
+        vols = VolumeService(self.node)
+        renamed: dict[str, str] = {}        # a volume whose name is taken here comes back as NAME-restored[N]
+        for m in meta.get("mounts") or []:
+            if m["kind"] == "volume":
+                new, i = m["source"], 1
+                while vols.repo.find_volume(new) is not None or new in renamed.values():
+                    new = f"{m['source'][:50]}-restored{i if i > 1 else ''}"
+                    i += 1
+                renamed[m["source"]] = new
+        ro = lambda m: ":ro" if m["readonly"] else ""   # noqa: E731
+        volumes = [f"{renamed[m['source']]}:{m['target']}{ro(m)}" for m in meta.get("mounts") or []
+                   if m["kind"] == "volume"]
+        binds = [f"{m['source']}:{m['target']}{ro(m)}" for m in meta.get("mounts") or []
+                 if m["kind"] == "bind" and os.path.isdir(m["source"]) and owner == "admin"]  # node dirs: where they exist
+        try:
+            op = self.instances.create(name=name, template=inst["template"], ctid=ctid, hostname=inst["hostname"],
+                                       volumes=volumes, mounts=binds,
+                                       limits=inst["limits"], privileged=bool(inst["privileged"]),
+                                       tags=inst.get("tags") or {}, description=inst.get("description") or "",
+                                       actor=Actor(owner, owner == "admin"))
+        except Exception:
+            for new in renamed.values():
+                self._drop_volume(new)
+            raise
         done = self.node.runner.wait(op["id"], timeout=3600)
         if done["status"] != "success":
+            for new in renamed.values():
+                self._drop_volume(new)
             from ..domain.errors import from_dict
             raise from_dict(done.get("error") or {"message": "creating the instance failed"})
         new_ctid = done["result"]["instance"]["ctid"]
         with self.node.runner.lock(f"instance:{new_ctid}"), Reverter() as undo:
+            for new in renamed.values():      # undone last, once the instance no longer holds them
+                undo.add(f"delete volume {new}", lambda v=new: self._drop_volume(v))
             undo.add("destroy the half-restored instance", lambda: self._forget(new_ctid))
             row = self.store.get_instance(new_ctid)
             bundle = self.node.bundle(new_ctid)
@@ -207,6 +258,8 @@ class BackupService:
             try:
                 p(0.3, "unpacking")
                 self._unpack(path, upper, meta, row)
+                for old, new in renamed.items():
+                    self._unpack_volume(path, old, vols.path(new))
             finally:
                 self.node.storage.unmount(bundle)
             undo.success()
@@ -236,6 +289,27 @@ class BackupService:
                 remove_tree(work / entry)
         finally:
             remove_tree(scratch)
+
+    def _unpack_volume(self, path: Path, name: str, dest: Path) -> None:
+        scratch = dest.parent / f".restore-{secrets.token_hex(4)}"
+        scratch.mkdir(mode=0o700)
+        try:
+            p = subprocess.run(["tar", "--extract", "--file", str(path), "--use-compress-program=zstd -d -q",
+                                "--directory", str(scratch), *TAR_OPTS, f"volumes/{name}"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                raise InvalidArgument(f"unpacking volume {name} from {path.name} failed: {p.stderr.strip()[-300:]}")
+            os.rmdir(dest)                    # the empty directory create made
+            os.rename(scratch / "volumes" / name, dest)
+        finally:
+            remove_tree(scratch)
+
+    def _drop_volume(self, name: str) -> None:
+        from .volumes import VolumeService
+        vols = VolumeService(self.node)
+        if not vols.repo.volume_users(name):
+            vols.repo.delete_volume(name)
+            shutil.rmtree(vols.path(name), ignore_errors=True)
 
     def _forget(self, ctid: int) -> None:
         self.node.runtime.delete(self.node.cid(ctid), force=True)

@@ -154,17 +154,21 @@ class InstanceService:
             raise OpenVPSError("could not find a free CTID; pass one explicitly")
         try:   # IPAM in one store transaction: a taken or outside address answers 4xx now
             self.node.networks.allocate(row["ctid"], nets, ipadd, nameservers, searchdomain)
-            VolumeService(self.node).record(row["ctid"], mount_rows, actor)
+            new_volumes = VolumeService(self.node).record(row["ctid"], mount_rows, actor)
         except Exception:
             self.store.delete_instance(row["ctid"])
             raise
-        secret = {"ssh_keys": list(ssh_keys or []), "root_password": root_password}
+        secret = {"ssh_keys": list(ssh_keys or []), "root_password": root_password, "new_volumes": new_volumes}
+
+        def forget():
+            self.store.delete_instance(row["ctid"])
+            VolumeService(self.node).drop_new(new_volumes)    # volumes this create made go with it
         op = self._op("instance.create", row, {"template": template, "start": start})
-        op.on_cancel = lambda: self.store.delete_instance(row["ctid"])
+        op.on_cancel = forget
         try:
             return self.node.runner.submit(op, lambda o, p: self._do_create(o, p, secret))
         except Exception:
-            self.store.delete_instance(row["ctid"])
+            forget()
             raise
 
     def _do_create(self, op: Operation, progress: Progress, secret: dict) -> dict:
@@ -173,6 +177,8 @@ class InstanceService:
         bundle = self.node.bundle(ctid)
         manifest = self.node.templates.get(row["template"])
         with Reverter() as undo:
+            undo.add("forget the new volumes",
+                     lambda: VolumeService(self.node).drop_new(secret.get("new_volumes", [])))
             undo.add("forget the instance", lambda: self.store.delete_instance(ctid))
             if manifest is None:
                 raise NotFound(f"template {row['template']!r} was removed while creating")

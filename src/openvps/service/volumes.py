@@ -126,16 +126,31 @@ class VolumeService:
             targets.add(r["target"])
         return rows
 
-    def record(self, ctid: int, rows: list[dict], actor: Actor) -> None:
-        """Store an instance's mounts, creating the volumes it names that do not exist yet."""
-        for r in rows:
-            if r["kind"] == "volume" and self.repo.find_volume(r["source"]) is None:
-                try:
-                    self.repo.add_volume(r["source"], actor.name)
-                except Conflict:
-                    pass                      # made meanwhile by the same create race: fine
-                self._make_dir(r["source"])
-        self.repo.add_mounts(ctid, rows)
+    def record(self, ctid: int, rows: list[dict], actor: Actor) -> list[str]:
+        """Store an instance's mounts, creating the volumes it names that do not exist yet; returns those
+        (for drop_new if the create fails)."""
+        made: list[str] = []
+        try:
+            for r in rows:
+                if r["kind"] == "volume" and self.repo.find_volume(r["source"]) is None:
+                    try:
+                        self.repo.add_volume(r["source"], actor.name)
+                        made.append(r["source"])
+                    except Conflict:
+                        pass                  # made meanwhile by another create: theirs
+                    self._make_dir(r["source"])
+            self.repo.add_mounts(ctid, rows)
+        except Exception:
+            self.drop_new(made)
+            raise
+        return made
+
+    def drop_new(self, names: list[str]) -> None:
+        """Remove volumes a failed create made (only while no instance has them)."""
+        for name in names:
+            if not self.repo.volume_users(name):
+                self.repo.delete_volume(name)
+                shutil.rmtree(self.path(name), ignore_errors=True)
 
     def mounts(self, ctid: int) -> list[dict]:
         return self.repo.mounts(ctid)
