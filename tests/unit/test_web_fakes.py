@@ -9,7 +9,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from openvps.api.app import create_app
 from openvps.api.auth import tcp_app
 from openvps.service.samples import SampleService, rings, series
 from openvps.service.webauth import COOKIE, csrf_ok, hash_password, verify_password
@@ -17,17 +16,7 @@ from openvps.store.webmodels import SampleRow, WebSessionRow
 from openvps.store.webstore import WebStore, secret_hash
 
 from test_api import finish
-
-
-@pytest.fixture
-def app(node):
-    return create_app(node)
-
-
-@pytest.fixture
-def sock(app):
-    with TestClient(app) as c:
-        yield c
+from test_api_v1_fakes import app, sock  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -186,9 +186,8 @@ def diff_trees(old: Path, new: Path) -> list[tuple[str, str]]:
     return out
 
 
-def copy_into(src_root: Path, rel: str, dst_root: Path, *, size: int = 0, delta: int = 0) -> None:
-    """Copy src_root/rel (a whole subtree) to dst_root/rel, making missing parents like src_root's, owners
-    in [0, size) moved up by delta (a template's ids into an instance's range)."""
+def _parents(src_root: Path, rel: str, dst_root: Path, size: int, delta: int) -> None:
+    """Make rel's missing parent directories in dst_root like src_root's (mode, owners moved by delta)."""
     parts = rel.split("/")
     for i in range(1, len(parts)):
         sub = "/".join(parts[:i])
@@ -198,6 +197,12 @@ def copy_into(src_root: Path, rel: str, dst_root: Path, *, size: int = 0, delta:
             os.mkdir(d)
             os.lchown(d, _shift(st.st_uid, 0, size, delta), _shift(st.st_gid, 0, size, delta))
             os.chmod(d, stat.S_IMODE(st.st_mode))
+
+
+def copy_into(src_root: Path, rel: str, dst_root: Path, *, size: int = 0, delta: int = 0) -> None:
+    """Copy src_root/rel (a whole subtree) to dst_root/rel, making missing parents like src_root's, owners
+    in [0, size) moved up by delta (a template's ids into an instance's range)."""
+    _parents(src_root, rel, dst_root, size, delta)
     src, dst = os.path.join(src_root, rel), os.path.join(dst_root, rel)
     _remove(dst)
     st = os.lstat(src)
@@ -211,15 +216,7 @@ def copy_into(src_root: Path, rel: str, dst_root: Path, *, size: int = 0, delta:
 
 def whiteout(dst_root: Path, rel: str, src_root: Path, *, size: int = 0, delta: int = 0) -> None:
     """Hide rel in an overlay (a char device 0:0 in the upper), parents made like src_root's."""
-    parts = rel.split("/")
-    for i in range(1, len(parts)):
-        sub = "/".join(parts[:i])
-        d = os.path.join(dst_root, sub)
-        if not os.path.lexists(d):
-            st = os.lstat(os.path.join(src_root, sub))
-            os.mkdir(d)
-            os.lchown(d, _shift(st.st_uid, 0, size, delta), _shift(st.st_gid, 0, size, delta))
-            os.chmod(d, stat.S_IMODE(st.st_mode))
+    _parents(src_root, rel, dst_root, size, delta)
     dst = os.path.join(dst_root, rel)
     _remove(dst)
     os.mknod(dst, stat.S_IFCHR | 0o000, 0)

@@ -61,6 +61,17 @@ def idmap_of(node: Node, row: dict) -> tuple[int, int] | None:
     return None if row["privileged"] or row["uid_base"] is None else (row["uid_base"], node.config.idmap_size)
 
 
+
+def template_manifest(node, name: str, field: str = "template") -> tbase.Manifest:
+    """The template's manifest, or the 4xx a user should see for a bad or unknown name."""
+    try:
+        m = node.templates.get(name)
+    except tbase.InvalidTemplateName as e:
+        raise InvalidArgument(str(e), field=field) from None
+    if m is None:
+        raise NotFound(f"no template {name!r}; `openvps template list` shows them", template=name)
+    return m
+
 class ImageService:
     def __init__(self, node: Node):
         self.node = node
@@ -247,12 +258,7 @@ class ImageService:
         stopped for it and started again."""
         row = self._row(ident, actor)
         name, _, rev = (template or "").partition("@")
-        try:
-            manifest = self.node.templates.get(name)
-        except tbase.InvalidTemplateName as e:
-            raise InvalidArgument(str(e), field="template") from None
-        if manifest is None:
-            raise NotFound(f"no template {name!r}; `openvps template list` shows them", template=name)
+        manifest = template_manifest(self.node, name)
         if rev and (not rev.isdigit() or int(rev) != manifest.revision):
             raise NotFound(f"template {name} has revision {manifest.revision}, not {rev!r}", template=template)
         if row["state"] not in (State.STOPPED, State.RUNNING, State.SUSPENDED):

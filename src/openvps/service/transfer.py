@@ -8,7 +8,6 @@ unpacks anything. The export file is a plain tar of export.json and payload.zst.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import secrets
@@ -17,10 +16,11 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from ..domain.errors import Conflict, InvalidArgument, NotFound, OpenVPSError
+from ..domain.errors import Conflict, InvalidArgument, OpenVPSError
 from ..drivers.templates import base as tbase
 from ..drivers.templates.cache import remove_tree
 from .backups import sha256_file
+from .images import template_manifest
 from .node import Node
 from .ops import Operation, Progress
 
@@ -50,13 +50,7 @@ class TransferService:
         self.node = node
 
     def _get(self, name: str) -> tbase.Manifest:
-        try:
-            m = self.node.templates.get(name)
-        except tbase.InvalidTemplateName as e:
-            raise InvalidArgument(str(e), field="name") from None
-        if m is None:
-            raise NotFound(f"no template {name!r}; `openvps template list` shows them", template=name)
-        return m
+        return template_manifest(self.node, name, field="name")
 
     def _scratch(self) -> Path:
         d = self.node.config.home_path / f".transfer-{secrets.token_hex(4)}"

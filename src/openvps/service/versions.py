@@ -20,7 +20,7 @@ from ..domain.instance import State
 from ..drivers import layers
 from ..drivers.templates import base as tbase
 from ..drivers.templates import setup as tsetup
-from .images import KEEP, ImageService, idmap_of, still
+from .images import KEEP, ImageService, idmap_of, still, template_manifest
 from .node import Node
 from .ops import Operation, Progress, Reverter
 from .users import ROOT, Actor
@@ -49,13 +49,7 @@ class VersionService:
         return sorted((t for t in self.node.templates.list() if (t.base or t.name) == base), key=lambda t: t.revision)
 
     def _manifest(self, name: str) -> tbase.Manifest:
-        try:
-            m = self.node.templates.get(name)
-        except tbase.InvalidTemplateName as e:
-            raise InvalidArgument(str(e), field="template") from None
-        if m is None:
-            raise NotFound(f"no template {name!r}; `openvps template list` shows them", template=name)
-        return m
+        return template_manifest(self.node, name)
 
     def version(self, name: str, revision: int | None) -> tbase.Manifest:
         fam = self.family(name)
