@@ -303,13 +303,22 @@ def test_pages_load_nothing_from_elsewhere(sock, browser):
     assert c.get("/", follow_redirects=False).headers["location"] == "/ui/"
 
 
-def test_a_sampling_round_is_one_write_and_skips_the_destroyed(sock, node):
+def test_a_sampling_round_is_one_write_and_skips_the_destroyed(sock, node, cgroot, network):
     for name in ("a1", "a2"):
         assert finish(sock, sock.post("/1.0/instances", json={"name": name, "template": "minimal", "start": True})
                       )["status"] == "success"
     ctids = [sock.get(f"/1.0/instances/{n}").json()["ctid"] for n in ("a1", "a2")]
+    for i, ctid in enumerate(ctids):      # what the kernel would show in their cgroups and veths
+        d = cgroot / node.cgroups.path("", str(ctid)).relative_to(cgroot)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "memory.current").write_text(f"{(i + 1) << 20}\n")
+        (d / "memory.swap.current").write_text("0\n")
+        (d / "cpu.stat").write_text("usage_usec 1500000\n")
+        network.counters[ctid] = {"rx_bytes": 100 * (i + 1), "tx_bytes": 50, "rx_packets": 1, "tx_packets": 1}
     svc = SampleService(node)
     assert svc.sample_once(now=1_700_000_100.0) == 2
+    first = WebStore(node.store).samples(ctids[1], 10, 0)[-1]
+    assert (first["memory"], first["cpu_ns"], first["rx"], first["tx"]) == (2 << 20, 1_500_000_000, 200, 50)
     web = WebStore(node.store)
     vals = {"cpu_ns": 1, "memory": 2, "swap": 0, "rx": None, "tx": None}
     # a2 is gone by the time the round is written: a1's sample still lands

@@ -1,5 +1,6 @@
 """Samples behind the dashboard's graphs: every `sample_interval` seconds the daemon reads each
-running instance's CPU time, RAM, swap and network bytes into a small round-robin store (two rings
+running instance's CPU time, RAM, swap (its cgroup files) and network bytes (its veths, one netlink
+dump for all) into a small round-robin store (two rings
 per instance: one hour at the sample interval, one day at 5 minutes). Fixed slots: the table never
 grows; the rows go with the instance (ON DELETE CASCADE)."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 
 from ..domain.errors import InvalidArgument
 from ..store.webstore import WebStore
-from .views import usage
+from .metrics import instance_counters
 
 log = logging.getLogger("openvps.samples")
 
@@ -26,26 +27,6 @@ def rings(interval: int) -> list[tuple[int, int]]:
     if interval < DAY_RES:
         out.append((DAY_RES, 86400 // DAY_RES))
     return out
-
-
-def net_bytes(pid: int | None) -> tuple[int | None, int | None]:
-    """Received and sent bytes over the instance's interfaces (lo excluded), read from its netns."""
-    if not pid:
-        return None, None
-    try:
-        with open(f"/proc/{pid}/net/dev") as f:
-            lines = f.read().splitlines()[2:]
-    except OSError:
-        return None, None
-    rx = tx = 0
-    for line in lines:
-        name, _, rest = line.partition(":")
-        if name.strip() == "lo":
-            continue
-        cols = rest.split()
-        rx += int(cols[0])
-        tx += int(cols[8])
-    return rx, tx
 
 
 def series(rows: list[dict]) -> list[dict]:
@@ -77,16 +58,22 @@ class SampleService:
         """Read every running instance once; returns how many were sampled."""
         now = time.time() if now is None else now
         batch = {}
+        try:
+            traffic = self.node.network.traffic()     # one netlink dump for every instance
+        except Exception:
+            traffic = {}
         for row in self.node.store.list_instances():
             if row["state"] not in LIVE:
                 continue
-            try:
-                u = usage(self.node, row)
+            try:     # the cgroup files only: no runc call per instance
+                c = instance_counters(self.node, row["ctid"])
             except Exception:       # it stopped while we read
                 continue
-            rx, tx = net_bytes(u.get("pid"))
-            batch[row["ctid"]] = {"cpu_ns": u.get("cpu_ns"), "memory": u.get("memory"), "swap": u.get("swap"),
-                                  "rx": rx, "tx": tx}
+            if c.get("memory_bytes") is None:
+                continue
+            t = traffic.get(row["ctid"]) or {}
+            batch[row["ctid"]] = {"cpu_ns": int(c["cpu_seconds"] * 1e9), "memory": c["memory_bytes"],
+                                  "swap": c["swap_bytes"], "rx": t.get("rx_bytes"), "tx": t.get("tx_bytes")}
         # one write transaction per round, whatever the number of instances
         return self.store.put_samples(now, rings(self.interval), batch)
 

@@ -63,8 +63,8 @@ class FakeNetwork(NetworkDriver):
         return sorted(self.netns)
 
     def traffic(self) -> dict[int, dict[str, int]]:
-        return {c: dict(self.counters.get(c, {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}))
-                for c in self.netns}
+        zero = {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}
+        return {c: dict(self.counters.get(c, zero)) for c in set(self.netns) | set(self.counters)}
 
     def sync_public(self, addresses: list[str], pool: list[str]) -> None:
         self.public = sorted(addresses)
