@@ -205,6 +205,9 @@ class Daemon:
         self.home.mkdir(mode=0o700)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OPENVPS_")}
         self.env.update(OPENVPS_HOME=str(self.home), OPENVPS_TEMPLATE_DIR=str(template_dir))
+        # 3 x N instances of 512M run at once: admission control (guarantees <= RAM+swap) must not refuse
+        # them on a small node; this bench times create/start, not admission
+        self.env.update(OPENVPS_OVERCOMMIT_RATIO="8")
         self.sock = self.home / "openvps.sock"
         self.client = Client(socket_path=str(self.sock))
         self.proc: subprocess.Popen | None = None

@@ -201,37 +201,39 @@ class NetnsNetwork(NetworkDriver):
                 netns.create(name)
         try:
             with self._node() as node, ns_iproute(name) as inst:
-                inst.link("set", index=self._idx(inst, "lo"), state="up")
+                links = {link.get("ifname"): link["index"] for link in inst.get_links()}   # one dump, reused
+                inst.link("set", index=links["lo"], state="up")
                 want = {n["ifname"]: n for n in nics}
                 # remove interfaces no longer wanted (their node-side peer goes with them)
-                for link in inst.get_links():
-                    ifname = link.get("ifname")
+                for ifname, index in list(links.items()):
                     if ifname.startswith("eth") and ifname not in want:
-                        inst.link("del", index=link["index"])
+                        inst.link("del", index=index)
+                        del links[ifname]
                 for n in nics:
-                    self._plug(node, inst, name, ctid, n)
+                    self._plug(node, inst, name, n, links.get(n["ifname"]))
                 self._default_route(inst, nics)
         except NetlinkError as e:
             raise DriverError(f"could not wire the network of instance {ctid}: {e}") from None
         return self.instance_netns_path(ctid)
 
-    def _plug(self, node, inst, nsname: str, ctid: int, n: dict) -> None:
+    def _plug(self, node, inst, nsname: str, n: dict, idx: int | None) -> None:
         host = n["host_ifname"]
-        idx = self._idx(inst, n["ifname"])
-        if idx is None or self._idx(node, host) is None:
+        host_idx = self._idx(node, host)
+        fresh = idx is None or host_idx is None
+        if fresh:
             if idx is not None:
                 inst.link("del", index=idx)
-            if self._idx(node, host) is not None:
-                node.link("del", index=self._idx(node, host))
-            tmp = f"vt{ctid}_{n['idx']}"
-            node.link("add", ifname=host, kind="veth", peer={"ifname": tmp, "net_ns_fd": nsname})
-            idx = self._idx(inst, tmp)
-            inst.link("set", index=idx, ifname=n["ifname"], address=n["mac"])
+            if host_idx is not None:
+                node.link("del", index=host_idx)
+            # the peer is made in the instance's namespace with its final name and MAC
+            node.link("add", ifname=host, kind="veth",
+                      peer={"ifname": n["ifname"], "address": n["mac"], "net_ns_fd": nsname})
+            host_idx, idx = self._idx(node, host), self._idx(inst, n["ifname"])
         bridge = self._idx(node, n["bridge"])
         if bridge is None:
             raise DriverError(f"network {n['network']} has no bridge {n['bridge']}; restart the daemon to repair it")
-        node.link("set", index=self._idx(node, host), master=bridge, state="up")
-        have = {a.get("address") for a in inst.get_addr(index=idx, family=2)}
+        node.link("set", index=host_idx, master=bridge, state="up")
+        have = set() if fresh else {a.get("address") for a in inst.get_addr(index=idx, family=2)}
         for a in n["addresses"]:
             if a not in have:
                 inst.addr("add", index=idx, address=a, prefixlen=n["prefixlen"])
