@@ -4,7 +4,9 @@
 Starts its own daemon in a fresh temporary home (template cache shared, built if missing) and runs,
 in interleaved rounds so machine noise hits all alike: floor (mkdir, overlay mount — for unprivileged
 instances also the user namespace, idmapped lower mount and chowns — the same OCI config, `runc run
--d`); API create+start (and create, then start); CLI `openvps create --start` as a subprocess. Then the
+-d`); API create+start of an instance with loopback only (the floor's config: issue 2's instance; the
+target is on it) and of one on the network `default` (adds a veth, address, route: shown, not the
+target), and create, then start; CLI `openvps create --start` as a subprocess. Then the
 teardowns (timed), then the daemon's VmRSS with 0 and --rss-count running instances. Targets: API p50
 <= 1.5x floor, CLI <= floor + 150 ms, RSS <= 1.3x. A MISS is no failure; a broken bench is (exit 1).
 A finally block removes all it made (also on Ctrl-C/SIGTERM).
@@ -297,6 +299,11 @@ def api_up(c: Client, name: str, template: str) -> dict:
     return {"api": timed(lambda: c.wait(c.create(name=name, template=template, start=True, **PRIV)))}
 
 
+def api_lo_up(c: Client, name: str, template: str) -> dict:
+    # issue 2's instance: its own network namespace with loopback only, as the floor's (nets=[])
+    return {"api_lo": timed(lambda: c.wait(c.create(name=name, template=template, start=True, nets=[], **PRIV)))}
+
+
 def api_split_up(c: Client, name: str, template: str) -> dict:
     return {"api_create": timed(lambda: c.wait(c.create(name=name, template=template, start=False, **PRIV))),
             "api_start": timed(lambda: c.wait(c.action(name, "start")))}
@@ -319,7 +326,8 @@ def cli_down(d: Daemon, name: str, graceful: bool) -> dict:
     return {"cli_down": timed(d.cli, "destroy", name, "--force")}
 
 
-ROWS = [("floor", "floor  mounts+config+runc run -d"), ("api", "API    create+start"),
+ROWS = [("floor", "floor  mounts+config+runc run -d"), ("api_lo", "API    create+start, loopback only"),
+        ("api", "API    create+start, on network default"),
         ("api_create", "API    create (no start)"), ("api_start", "API    start"),
         ("cli", "CLI    create --start (subprocess)"), ("floor_down", "floor  runc kill+delete, umount, rm"),
         ("api_stop", "API    stop"), ("api_destroy", "API    destroy"), ("api_down", "API    stop+destroy"),
@@ -349,6 +357,7 @@ def bench(args, root: Path, daemon: Daemon, state: dict) -> dict:
 
     kinds = {"floor": (floor.up, floor.down),
              "api": (lambda n: api_up(c, n, args.template), lambda n: api_down(c, n, args.graceful)),
+             "apilo": (lambda n: api_lo_up(c, n, args.template), lambda n: api_down(c, n, args.graceful)),
              "apis": (lambda n: api_split_up(c, n, args.template), lambda n: api_down(c, n, args.graceful)),
              "cli": (lambda n: cli_up(daemon, n, args.template), lambda n: cli_down(daemon, n, args.graceful))}
     order = list(kinds)
@@ -356,7 +365,8 @@ def bench(args, root: Path, daemon: Daemon, state: dict) -> dict:
 
     def rounds(count: int, prefix: str, phase: int, record: bool) -> None:
         for r in range(count):
-            for kind in order[r % 4:] + order[:r % 4]:   # rotated: no phase always goes first
+            k = r % len(order)
+            for kind in order[k:] + order[:k]:   # rotated: no phase always goes first
                 got = kinds[kind][phase](f"{prefix}{kind}-{r}")
                 if record and (phase == 0 or kind != "apis"):   # the split ones' teardown is not counted
                     for k, v in got.items():
@@ -381,10 +391,11 @@ def bench(args, root: Path, daemon: Daemon, state: dict) -> dict:
     destroy_all = timed(lambda: [c.wait(c.destroy(f"rss-{i}", force=True)) for i in range(args.rss_count)])
 
     ms = {k: {"p50": pct(v, 0.5) * 1000, "p90": pct(v, 0.9) * 1000, "n": len(v)} for k, v in samples.items() if v}
-    fl, api, cli = ms["floor"]["p50"], ms["api"]["p50"], ms["cli"]["p50"]
+    fl, api, cli = ms["floor"]["p50"], ms["api_lo"]["p50"], ms["cli"]["p50"]
     return {"n": args.n, "warmup": args.warmup, "template": args.template, "mode": state["mode"],
             "stop": "graceful" if args.graceful else "force", "phases_ms": ms,
-            "api_over_floor_p50": api / fl, "cli_minus_floor_p50_ms": cli - fl,
+            "api_over_floor_p50": api / fl, "api_net_over_floor_p50": ms["api"]["p50"] / fl,
+            "cli_minus_floor_p50_ms": cli - fl,
             "rss": {"instances": args.rss_count, "running_seen": running, "rss0_bytes": rss0, "rssN_bytes": rss_n,
                     "rss_after_destroy_bytes": daemon.rss(), "ratio": rss_n / rss0, "destroy_all_s": destroy_all},
             "pass": {"api": api / fl <= TARGET_API, "cli": cli - fl <= TARGET_CLI_MS, "rss": rss_n / rss0 <= TARGET_RSS}}
@@ -401,7 +412,10 @@ def report(res: dict) -> None:
             m = res["phases_ms"][key]
             print(f"{label:<40} {m['p50']:>9.1f} {m['p90']:>9.1f} {m['n']:>4}")
     r, ok = res["rss"], res["pass"]
-    print(f"\nAPI/floor (p50)       {res['api_over_floor_p50']:8.2f}x    target <= {TARGET_API}x   {mark[ok['api']]}")
+    print(f"\nAPI/floor (p50)       {res['api_over_floor_p50']:8.2f}x    target <= {TARGET_API}x   {mark[ok['api']]}"
+          "   (loopback only, the floor's config)")
+    print(f"API on a network/floor {res['api_net_over_floor_p50']:7.2f}x    (adds a veth, address, route and rules; "
+          "the floor has none: see bench/network.py)")
     print(f"CLI - floor (p50)     {res['cli_minus_floor_p50_ms']:+8.1f} ms  target <= +{TARGET_CLI_MS:.0f} ms "
           f"{mark[ok['cli']]}")
     print(f"daemon RSS {r['instances']} running / 0: {r['ratio']:8.2f}x    target <= {TARGET_RSS}x   {mark[ok['rss']]}"
