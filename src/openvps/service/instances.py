@@ -341,7 +341,8 @@ class InstanceService:
             spec.netns = None
             self.node.networks.detach_stale(ctid)     # a stale name from a crash must not be reused
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
-            self.node.runtime.run(spec, before_start=lambda pid: self.node.networks.attach(ctid, pid=pid))
+            wire = (lambda pid: self.node.networks.attach(ctid, pid=pid)) if self.node.netstore.nics(ctid) else None
+            self.node.runtime.run(spec, before_start=wire)
             faults.point("start.after_run")
             self.store.update_instance(ctid, state=State.RUNNING.value, started_at=_now(),
                                        live={**row["limits"], "cpuset": spec.cpuset, "hostname": row["hostname"]})
