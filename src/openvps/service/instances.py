@@ -211,7 +211,7 @@ class InstanceService:
             self._event("instance.created", ctid)
             if op.args.get("start"):
                 progress(0.7, "starting")
-                self._start(ctid)
+                self._start(ctid, has_nics=has_nics, mounted=True)
             undo.success()
         return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
 
@@ -296,14 +296,15 @@ class InstanceService:
             return {}
         return self.node.runner.submit(op, run)
 
-    def _spec(self, row: dict, limits: dict | None = None, hostname: str | None = None) -> Spec:
+    def _spec(self, row: dict, limits: dict | None = None, hostname: str | None = None,
+              with_netns: bool = True) -> Spec:
         ctid = row["ctid"]
         values = limits or row["limits"]
         return Spec(cid=self.node.cid(ctid), bundle=self.node.bundle(ctid), hostname=hostname or row["hostname"],
                     limits=values, cgroup_path=self.node.cgroups.instance_path(str(ctid)), init=row["init"],
                     cpuset=self._cpuset(ctid, values.get("cpus", 0)),
                     log_path=self.node.config.log_dir / f"{ctid}.console.log",
-                    netns=self.node.networks.netns_path(ctid), idmap=self._idmap(row),
+                    netns=self.node.networks.netns_path(ctid) if with_netns else None, idmap=self._idmap(row),
                     mounts=self.node.lxcfs.oci_mounts() if self.node.lxcfs and self.node.lxcfs.running() else [],
                     cpu_shares=A.cpu_shares(values.get("cpuunits", 1000), values.get("cpuguarantee", 0),
                                             self.node.facts.cpus))
@@ -322,26 +323,29 @@ class InstanceService:
         chosen = sorted(sorted(range(total), key=lambda c: (load[c], c))[:count])
         return ",".join(map(str, chosen))
 
-    def _start(self, ctid: int) -> None:
+    def _start(self, ctid: int, has_nics: bool | None = None, mounted: bool = False) -> None:
+        """Start a stopped instance (create --start passes what it knows: its interfaces, its mounted root)."""
         row = self.store.get_instance(ctid)
         lower = self.node.templates.rootfs(row["template"])
         if not lower.is_dir():
             raise NotFound(f"template {row['template']!r} of instance {row['name']} is gone; rebuild it")
-        spec = self._spec(row)
+        spec = self._spec(row, with_netns=False)
         bundle = spec.bundle
+        if has_nics is None:
+            has_nics = bool(self.node.netstore.nics(ctid))
         with Reverter() as undo:
             undo.add("unmount", lambda: self.node.storage.unmount(bundle))
-            self.node.storage.mount(bundle, lower, spec.idmap)
+            if not mounted:
+                self.node.storage.mount(bundle, lower, spec.idmap)
             vols = VolumeService(self.node)
             undo.add("unmount volumes", lambda: vols.detach(ctid))
             spec.mounts = list(spec.mounts) + vols.attach(row)
             undo.add("remove the network namespace", lambda: self.node.networks.detach(ctid))
             # runc makes the network namespace (owned by the instance's user namespace, so sysfs can be
             # mounted inside); we name and wire it between runc create and runc start
-            spec.netns = None
             self.node.networks.detach_stale(ctid)     # a stale name from a crash must not be reused
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
-            wire = (lambda pid: self.node.networks.attach(ctid, pid=pid)) if self.node.netstore.nics(ctid) else None
+            wire = (lambda pid: self.node.networks.attach(ctid, pid=pid)) if has_nics else None
             self.node.runtime.run(spec, before_start=wire)
             faults.point("start.after_run")
             self.store.update_instance(ctid, state=State.RUNNING.value, started_at=_now(),
