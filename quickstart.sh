@@ -21,6 +21,8 @@ if ! ip netns list | grep -qw "$NODE"; then
   ip -n "$NODE" route add default via 192.0.2.1
 fi
 export OPENVPS_NODE_NETNS=$NODE OPENVPS_UPLINK=uplink0 OPENVPS_PUBLIC_POOL=192.0.2.100-192.0.2.109
+# the REST API and dashboard on loopback TCP (tokens or passwords), the EC2 API on its own port
+export OPENVPS_LISTEN=${OPENVPS_LISTEN:-127.0.0.1:8443} OPENVPS_EC2_LISTEN=${OPENVPS_EC2_LISTEN:-127.0.0.1:8773}
 
 if [ -f "$OPENVPS_HOME/daemon.pid" ] && kill -0 "$(cat "$OPENVPS_HOME/daemon.pid")" 2>/dev/null; then
   echo ">> daemon already running (pid $(cat "$OPENVPS_HOME/daemon.pid"))"
@@ -54,6 +56,10 @@ A Debian 12 instance with systemd and sshd, reachable with ssh through a forward
   $O create --name deb1 --template debian-12 --ssh-key ~/.ssh/id_ed25519.pub --start
   $O forward add deb1 tcp 2222:22
   ip netns exec $UP ssh -p 2222 -i ~/.ssh/id_ed25519 root@192.0.2.2
+The web dashboard: http://$OPENVPS_LISTEN/  (log in as admin with a token: $O token create admin,
+  or give a user a password: $O user create alice --password)
+The EC2 API for boto3 / the AWS CLI: $O user keys create admin, then
+  aws --endpoint-url http://$OPENVPS_EC2_LISTEN --region openvps-1 ec2 describe-instances
 Clean up: destroy the instances, stop the daemon (kill \$(cat $OPENVPS_HOME/daemon.pid)), then
   ip netns del $NODE; ip netns del $UP
 MSG
