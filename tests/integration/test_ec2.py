@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -276,9 +277,14 @@ def test_key_pairs_and_security_groups(ec2d):
     assert [x["KeyName"] for x in c.describe_key_pairs()["KeyPairs"]] == ["imported"]
 
 
-def test_create_image_then_launch_from_it(ec2d):
-    pytest.importorskip("openvps.service.images", reason="image publishing (openvps.service.images) is not in "
-                                                         "this branch yet; it runs after the merge")
+def test_create_image_then_launch_from_it(make_daemon, template_dir, tmp_path):
+    # a private copy of the template cache: the published image never lands in the shared one
+    tdir = tmp_path / "templates"
+    shutil.copytree(template_dir / "minimal", tdir / "minimal", symlinks=True)
+    port = free_port()
+    ec2d = make_daemon(template_dir=tdir, env={"OPENVPS_EC2_LISTEN": f"127.0.0.1:{port}"})
+    ec2d.start()
+    ec2d.ec2_url = f"http://127.0.0.1:{port}"
     c = Ec2(ec2d, "alice").client
     iid = c.run_instances(ImageId=ami(c), InstanceType="ovps.nano", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     waiter(c, "instance_running", [iid])
