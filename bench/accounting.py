@@ -16,19 +16,15 @@ p50 against the target. Everything it made is removed in a finally block, Ctrl-C
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from create_start import OPENVPS, Daemon, finish, log, mounts_under, pct  # noqa: E402
+from create_start import OPENVPS, Daemon, log, pct, run_bench  # noqa: E402
 
 from openvps.config import Config, own_memory_cgroup  # noqa: E402
 from openvps.drivers.cgroup import Cgroups  # noqa: E402
@@ -107,31 +103,11 @@ def main() -> int:
     if os.geteuid() != 0:
         ap.error("needs root (mounts, runc, cgroups)")
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    root = Path(tempfile.mkdtemp(prefix="openvps-bench-acct-"))
-    os.chmod(root, 0o711)   # an unprivileged instance's root must reach its bundle (traverse, not list)
     tdir = Path(args.template_dir)
     if not (tdir / args.template / "template.json").exists():
         from openvps.drivers.templates.cache import TemplateCache
         TemplateCache(tdir).build(args.template)
-    daemon = Daemon(root, tdir)
-    code = 0
-    try:
-        res = bench(args, daemon)
-        report(res)
-        if args.json:
-            print(json.dumps(res, indent=2))
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        code = 130
-    except Exception as e:
-        log(f"bench failed: {type(e).__name__}: {e}")
-        code = 1
-    finally:
-        code = finish(root, code, ("daemon", daemon.cleanup))
-    return code
+    return run_bench(args, "openvps-bench-acct-", lambda root, daemon, state: bench(args, daemon), report)
 
 
 if __name__ == "__main__":

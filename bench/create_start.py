@@ -441,16 +441,24 @@ def main() -> int:
     if args.privileged:
         PRIV["privileged"] = True
 
+    return run_bench(args, "openvps-bench-", lambda root, daemon, state: bench(args, root, daemon, state), report,
+                     lambda state: [("floor", state["floor"].cleanup if "floor" in state else None)])
+
+
+def run_bench(args, prefix: str, bench, report, cleanups=lambda state: []) -> int:
+    """The benches' common frame: a temporary root and daemon, bench(root, daemon, state) -> result,
+    report(result) (+ JSON with --json), and every clean-up (finish) also on Ctrl-C/SIGTERM or a crash.
+    Shared with the other benches."""
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
-    root = Path(tempfile.mkdtemp(prefix="openvps-bench-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(root, 0o711)   # an unprivileged instance's root must reach its bundle (traverse, not list)
     state: dict = {}
     daemon = Daemon(root, Path(args.template_dir))
     code = 0
     try:
-        res = bench(args, root, daemon, state)
+        res = bench(root, daemon, state)
         report(res)
         if args.json:
             print(json.dumps(res, indent=2))
@@ -461,8 +469,7 @@ def main() -> int:
         log(f"bench failed: {type(e).__name__}: {e}")
         code = 1
     finally:
-        code = finish(root, code, ("daemon", daemon.cleanup),
-                      ("floor", state["floor"].cleanup if "floor" in state else None))
+        code = finish(root, code, ("daemon", daemon.cleanup), *cleanups(state))
     return code
 
 

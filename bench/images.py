@@ -19,21 +19,18 @@ block (instances, templates, its home), Ctrl-C included.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from create_start import Daemon, finish, log  # noqa: E402
+from create_start import Daemon, log, run_bench  # noqa: E402
 
 from openvps.drivers.templates.cache import TemplateCache  # noqa: E402
 
@@ -138,31 +135,11 @@ def main() -> int:
     if os.geteuid() != 0:
         ap.error("needs root (mounts, runc, cgroups)")
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    root = Path(tempfile.mkdtemp(prefix="openvps-bench-"))
-    os.chmod(root, 0o711)
-    daemon = Daemon(root, Path(args.template_dir))
-    made: dict = {}
-    code = 0
-    try:
-        res = bench(args, root, daemon, made)
-        report(res)
-        if args.json:
-            print(json.dumps(res, indent=2))
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        code = 130
-    except Exception as e:
-        log(f"bench failed: {type(e).__name__}: {e}")
-        code = 1
-    finally:
-        def drop_templates():
-            for t in made.get("templates", []):
-                TemplateCache(Path(args.template_dir)).remove(t)
-        code = finish(root, code, ("daemon", daemon.cleanup), ("templates", drop_templates))
-    return code
+    def drop_templates(made: dict) -> None:
+        for t in made.get("templates", []):
+            TemplateCache(Path(args.template_dir)).remove(t)
+    return run_bench(args, "openvps-bench-", lambda root, daemon, made: bench(args, root, daemon, made), report,
+                     lambda made: [("templates", lambda: drop_templates(made))])
 
 
 if __name__ == "__main__":
