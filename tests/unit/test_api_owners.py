@@ -143,3 +143,15 @@ def test_network_has_an_etag(pooled, sock):
     create(sock, "web1", nets=["lan"])           # a new lease changes the network's view, so its tag
     r2 = sock.get("/1.0/networks/lan", headers={"If-None-Match": tag})
     assert r2.status_code == 200 and r2.headers["etag"] != tag
+
+
+def test_openapi_documents_429_on_every_route(app):
+    spec = app.openapi()
+    ops = [(path, m, op) for path, item in spec["paths"].items() for m, op in item.items()]
+    assert len(ops) > 40
+    assert all("429" in op["responses"] for _p, _m, op in ops), [(p, m) for p, m, op in ops if "429" not in op["responses"]]
+
+
+def test_served_openapi_document_has_429(sock):
+    spec = sock.get("/openapi.json").json()
+    assert "429" in spec["paths"]["/1.0/instances"]["post"]["responses"]

@@ -128,6 +128,21 @@ def _request_metrics(app: FastAPI, stats: RequestStats):
     app.build_middleware_stack = build
 
 
+def _document_rate_limit(app: FastAPI) -> None:
+    """Every operation may answer 429 to a TCP caller over its rate (api/ratelimit.py): say so in the
+    OpenAPI document once, where it is generated."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            for item in generate()["paths"].values():
+                for op in item.values():
+                    op.setdefault("responses", {}).setdefault("429", {
+                        "description": "too many requests from this user over TCP: retry after Retry-After seconds"})
+        return app.openapi_schema
+    app.openapi = openapi
+
+
 def create_app(node: Node) -> FastAPI:
     app = FastAPI(title="openvps", version=__version__,
                   description="Self-hosted VPS cloud: system containers on runc, limited the OpenVZ way. "
@@ -161,5 +176,6 @@ def create_app(node: Node) -> FastAPI:
     mount_web(app)
     from . import routes_keys
     app.include_router(routes_keys.router)      # EC2 access keys (the EC2 API itself: api/ec2, own port)
+    _document_rate_limit(app)
     _request_metrics(app, app.state.request_stats)
     return app
