@@ -12,8 +12,8 @@ from .wire import Ec2Error, Params, matches
 def _find(ctx: Ctx, alloc: str | None = None, ip: str | None = None, assoc: str | None = None) -> dict:
     if alloc:
         check_id(alloc, "eipalloc-", "InvalidAllocationID")
-        rec = ctx.svc.ec2.get(alloc)
-        if rec and rec["kind"] == "address" and ctx.actor.owns(rec):
+        rec = ctx.owned(alloc, "address")
+        if rec:
             return rec
         raise Ec2Error("InvalidAllocationID.NotFound", f"The allocation ID '{alloc}' does not exist")
     for rec in ctx.svc.ec2.find("address", owner=ctx.actor.scope):

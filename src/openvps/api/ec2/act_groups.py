@@ -17,8 +17,8 @@ MAX_PORTS = 64        # the firewall allows single ports: a range becomes one ru
 def find_group(ctx: Ctx, gid: str | None = None, name: str | None = None) -> dict:
     if gid:
         check_id(gid, "sg-", "InvalidGroupId")
-        rec = ctx.svc.ec2.get(gid)
-        if rec and rec["kind"] == "group" and ctx.actor.owns(rec):
+        rec = ctx.owned(gid, "group")
+        if rec:
             return rec
         raise Ec2Error("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
     found = ctx.svc.ec2.find("group", owner=ctx.owner, name=name)

@@ -61,8 +61,8 @@ def records(ctx: Ctx) -> list[tuple[dict, dict | None]]:
 
 def find_instance(ctx: Ctx, iid: str) -> dict:
     check_id(iid, "i-", "InvalidInstanceID")
-    rec = ctx.svc.ec2.get(iid)
-    if rec is None or rec["kind"] != "instance" or not ctx.actor.owns(rec) or not _visible(ctx, rec, live_row(ctx, rec)):
+    rec = ctx.owned(iid, "instance")
+    if rec is None or not _visible(ctx, rec, live_row(ctx, rec)):
         raise Ec2Error("InvalidInstanceID.NotFound", f"The instance ID '{iid}' does not exist")
     return rec
 

@@ -42,8 +42,8 @@ def _name(p: Params) -> str:
 def find_key(ctx: Ctx, name: str | None = None, key_id: str | None = None) -> dict:
     if key_id is not None:
         check_id(key_id, "key-", "InvalidKeyPairId")
-        rec = ctx.svc.ec2.get(key_id)
-        if rec and rec["kind"] == "keypair" and ctx.actor.owns(rec):
+        rec = ctx.owned(key_id, "keypair")
+        if rec:
             return rec
         raise Ec2Error("InvalidKeyPair.NotFound", f"The key pair ID '{key_id}' does not exist")
     found = ctx.svc.ec2.find("keypair", owner=ctx.owner, name=name)

@@ -16,8 +16,8 @@ KINDS = {"i-": ("instance", "instance", "InvalidInstanceID"), "key-": ("keypair"
 def _resolve(ctx: Ctx, rid: str) -> tuple[dict, str]:
     for prefix, (kind, rtype, err) in KINDS.items():
         if isinstance(rid, str) and rid.startswith(prefix):
-            rec = ctx.svc.ec2.get(rid)
-            if rec is None or rec["kind"] != kind or not ctx.actor.owns(rec):
+            rec = ctx.owned(rid, kind)
+            if rec is None:
                 raise Ec2Error(f"{err}.NotFound", f"The ID '{rid}' does not exist")
             return rec, rtype
     raise Ec2Error("InvalidID", f"The ID '{rid}' is not valid (openvps tags i-, key-, sg- and eipalloc- resources)")

@@ -50,6 +50,11 @@ class Ctx:
     def owner(self) -> str:
         return self.actor.name
 
+    def owned(self, id: str, kind: str) -> dict | None:
+        """The caller's EC2 record `id` of `kind`; None for a missing one or another user's (no leak)."""
+        rec = self.svc.ec2.get(id)
+        return rec if rec is not None and rec["kind"] == kind and self.actor.owns(rec) else None
+
     def wait(self, op: dict, timeout: float = 60) -> dict:
         """Run a short operation to its end (addresses, firewall, tags): EC2 answers those at once."""
         row = self.svc.node.runner.wait(op["id"], timeout)
