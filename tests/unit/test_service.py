@@ -117,6 +117,32 @@ def test_create_and_start_failure_leaves_nothing(svc, node, wait, runtime, stora
     assert runtime.containers == {} and storage.mounted == set()
 
 
+@pytest.mark.parametrize("start", [False, True])
+def test_create_setup_failure_leaves_nothing(svc, node, wait, runtime, storage, monkeypatch, start):
+    # with --start the setup runs while the runtime creates the container: its failure undoes that too
+    from openvps.drivers.templates import setup as tsetup
+
+    def broken(*a, **kw):
+        raise tsetup.SetupError("etc is read-only")
+    monkeypatch.setattr(tsetup, "setup_instance", broken)
+    done = wait(svc.create(name="web1", template="minimal", start=start))
+    assert done["status"] == "failure" and done["error"]["code"] == "invalid_argument"
+    assert "etc is read-only" in done["error"]["message"]
+    assert rows(node) == [] and bundles(node) == []
+    assert runtime.containers == {} and storage.mounted == set()
+
+
+def test_create_start_events_and_final_row(svc, node, wait):
+    op = svc.create(name="web1", template="minimal", start=True)
+    done = wait(op)
+    assert done["status"] == "success" and done["result"]["instance"]["state"] == "running"
+    from openvps.service.operations import op_view    # what a waiter gets is what the store holds
+    assert op_view(done) == op_view(node.store.get_operation(op["id"]))
+    events = [(e["type"], e["data"].get("name")) for e in node.store.events_after(0)]
+    assert events == [("operation.created", "web1"), ("instance.created", "web1"), ("instance.started", "web1"),
+                      ("operation.finished", "web1")]
+
+
 def test_create_does_not_adopt_an_orphan_directory(svc, node, make):
     orphan = node.bundle(100) / "upper"
     orphan.mkdir(parents=True)

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from .mounts import fuse_mounted
+
 log = logging.getLogger("openvps.lxcfs")
 
 PROC_FILES = ("meminfo", "cpuinfo", "stat", "uptime", "loadavg", "diskstats", "swaps")
@@ -32,21 +34,6 @@ SYS_FILES = ("devices/system/cpu/online",)
 
 def targets() -> list[str]:
     return [f"/proc/{f}" for f in PROC_FILES] + [f"/sys/{f}" for f in SYS_FILES]
-
-
-def fuse_mounted(path: Path) -> bool:
-    want = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                parts = line.split()
-                if parts[4] == want:
-                    fstype = parts[parts.index("-") + 1]
-                    if fstype.startswith("fuse"):
-                        return True
-    except OSError:
-        pass
-    return False
 
 
 def _umount(path: str) -> bool:

@@ -96,7 +96,10 @@ class AccountingService:
         """Admission control for a create (old None) or a change of an existing instance's limits
         (old: its limits as counted now): the sum of guarantees must fit what the node may promise.
         A change that does not raise the guarantee is always allowed."""
-        A.admit(self.capacity(), A.guarantee_of(values), A.guarantee_of(old) if old else 0, name=name)
+        f = self.node.facts       # only the sums: not capacity()'s per-instance table
+        cap = A.capacity(f.ram_bytes, f.swap_bytes, float(self.node.config.overcommit_ratio),
+                         [{"limits": lim} for lim in self.store.instance_limits()])
+        A.admit(cap, A.guarantee_of(values), A.guarantee_of(old) if old else 0, name=name)
 
     def split(self, n: int) -> dict:
         f = self.node.facts

@@ -125,7 +125,9 @@ class InstanceService:
             known = ", ".join(m.name for m in self.node.templates.list()) or "none yet"
             raise NotFound(f"no template {template!r} (built: {known}); build it with `openvps template build {template}`",
                            template=template)
-        self.users.check_quota(actor.name, add_instances=1, ram_delta=values.get("ram", 0))
+        quota = self.users.has_quota(actor.name)
+        if quota:
+            self.users.check_quota(actor.name, add_instances=1, ram_delta=values.get("ram", 0))
         # reserve the CTID and name now: duplicates fail here, and a crash leaves a 'creating' row
         # that the next daemon start rolls back
         row = None
@@ -141,9 +143,9 @@ class InstanceService:
                                               hostname=hostname, init=manifest.init, stop_signal=manifest.stop_signal,
                                               limits=values, live={}, privileged=bool(privileged),
                                               owner=actor.name, tags=tags, description=description,
-                                              quota_check=lambda n, ram: self.users.check_quota(
+                                              quota_check=(lambda n, ram: self.users.check_quota(
                                                   actor.name, add_instances=1, ram_delta=values.get("ram", 0),
-                                                  usage=(n, ram)),
+                                                  usage=(n, ram))) if quota else None,
                                               **({} if privileged else {"uid_base": "auto",
                                                                         "idmap_range": self._idmap_range()}))
                 break
@@ -153,7 +155,7 @@ class InstanceService:
         if row is None:
             raise OpenVPSError("could not find a free CTID; pass one explicitly")
         try:   # IPAM in one store transaction: a taken or outside address answers 4xx now
-            self.node.networks.allocate(row["ctid"], nets, ipadd, nameservers, searchdomain)
+            nics_made = self.node.networks.allocate(row["ctid"], nets, ipadd, nameservers, searchdomain)
             new_volumes = VolumeService(self.node).record(row["ctid"], mount_rows, actor)
         except Exception:
             self.store.delete_instance(row["ctid"])
@@ -163,7 +165,7 @@ class InstanceService:
         def forget():
             self.store.delete_instance(row["ctid"])
             VolumeService(self.node).drop_new(new_volumes)    # volumes this create made go with it
-        op = self._op("instance.create", row, {"template": template, "start": start})
+        op = self._op("instance.create", row, {"template": template, "start": start, "nics": bool(nics_made)})
         op.on_cancel = forget
         try:
             return self.node.runner.submit(op, lambda o, p: self._do_create(o, p, secret))
@@ -172,7 +174,7 @@ class InstanceService:
             raise
 
     def _do_create(self, op: Operation, progress: Progress, secret: dict) -> dict:
-        ctid = op.args["ctid"]
+        ctid, start = op.args["ctid"], op.args.get("start")
         row = self.store.get_instance(ctid)
         bundle = self.node.bundle(ctid)
         manifest = self.node.templates.get(row["template"])
@@ -182,8 +184,10 @@ class InstanceService:
             undo.add("forget the instance", lambda: self.store.delete_instance(ctid))
             if manifest is None:
                 raise NotFound(f"template {row['template']!r} was removed while creating")
-            has_nics = bool(self.node.netstore.nics(ctid))
-            if has_nics and op.args.get("start"):   # the rules load while we mount; attach waits for them
+            has_nics = op.args.get("nics")
+            if has_nics is None:       # an operation queued by an older daemon
+                has_nics = bool(self.node.netstore.nics(ctid))
+            if has_nics and start:   # the rules load while we mount; attach waits for them
                 undo.add("rules without the instance", self.node.networks._safe_rebuild)
                 self.node.networks.rebuild_soon(ctid)
             lower = self.node.templates.rootfs(row["template"])
@@ -191,29 +195,33 @@ class InstanceService:
             undo.add("remove the instance files", lambda: self.node.storage.destroy(bundle))
             self.node.storage.create(bundle, lower, self._idmap(row), quota=row["limits"].get("diskspace", 0))
             rootfs = self.node.storage.mount(bundle, lower, self._idmap(row))
-            try:
+
+            def setup() -> None:
                 progress(0.4, "setting up hostname and keys")
-                tsetup.setup_instance(rootfs, manifest, hostname=row["hostname"],
-                                      ssh_keys=secret["ssh_keys"], root_password=secret["root_password"])
-                self.node.networks.write_dns(rootfs, ctid)
-            except (ValueError, tsetup.SetupError) as e:
-                raise InvalidArgument(f"instance setup failed: {e}") from None
-            finally:
-                if not op.args.get("start"):
-                    self.node.storage.unmount(bundle)
-            if has_nics and not op.args.get("start"):
-                progress(0.6, "network rules")
-                undo.add("rules without the instance", self.node.networks._safe_rebuild)
-                self.node.networks.rebuild()
-            faults.point("create.after_setup")
-            if not op.args.get("start"):   # with start, _start's write moves it from creating to running
-                self.store.update_instance(ctid, state=State.STOPPED.value)
-            self._event("instance.created", ctid)
-            if op.args.get("start"):
+                try:
+                    tsetup.setup_instance(rootfs, manifest, hostname=row["hostname"],
+                                          ssh_keys=secret["ssh_keys"], root_password=secret["root_password"])
+                    self.node.networks.write_dns(rootfs, ctid)
+                except (ValueError, tsetup.SetupError) as e:
+                    raise InvalidArgument(f"instance setup failed: {e}") from None
+                faults.point("create.after_setup")
+                if start:
+                    self.node.event("instance.created", row)
+            if start:   # the setup runs while runc creates the container (it needs only to precede the init)
                 progress(0.7, "starting")
-                self._start(ctid, has_nics=has_nics, mounted=True)
+                row = self._start(ctid, has_nics=has_nics, mounted=True, meanwhile=setup, row=row)
+            else:
+                try:
+                    setup()
+                finally:
+                    self.node.storage.unmount(bundle)
+                if has_nics:
+                    progress(0.6, "network rules")
+                    undo.add("rules without the instance", self.node.networks._safe_rebuild)
+                    self.node.networks.rebuild()
+                row = self.store.update_instance(ctid, state=State.STOPPED.value, event="instance.created")
             undo.success()
-        return {"instance": instance_view(self.node, self.store.get_instance(ctid))}
+        return {"instance": instance_view(self.node, row)}
 
     def _idmap_range(self) -> tuple[int, int, int]:
         cfg = self.node.config
@@ -323,9 +331,11 @@ class InstanceService:
         chosen = sorted(sorted(range(total), key=lambda c: (load[c], c))[:count])
         return ",".join(map(str, chosen))
 
-    def _start(self, ctid: int, has_nics: bool | None = None, mounted: bool = False) -> None:
-        """Start a stopped instance (create --start passes what it knows: its interfaces, its mounted root)."""
-        row = self.store.get_instance(ctid)
+    def _start(self, ctid: int, has_nics: bool | None = None, mounted: bool = False, meanwhile=None,
+               row: dict | None = None) -> dict:
+        """Start a stopped instance; the row as it is now. create --start passes what it knows (its
+        interfaces, its mounted root, its row) and its setup, run while runc creates the container."""
+        row = row or self.store.get_instance(ctid)
         lower = self.node.templates.rootfs(row["template"])
         if not lower.is_dir():
             raise NotFound(f"template {row['template']!r} of instance {row['name']} is gone; rebuild it")
@@ -346,12 +356,13 @@ class InstanceService:
             self.node.networks.detach_stale(ctid)     # a stale name from a crash must not be reused
             undo.add("delete runtime state", lambda: self.node.runtime.delete(spec.cid, force=True))
             wire = (lambda pid: self.node.networks.attach(ctid, pid=pid)) if has_nics else None
-            self.node.runtime.run(spec, before_start=wire)
+            self.node.runtime.run(spec, before_start=wire, meanwhile=meanwhile)
             faults.point("start.after_run")
-            self.store.update_instance(ctid, state=State.RUNNING.value, started_at=_now(),
-                                       live={**row["limits"], "cpuset": spec.cpuset, "hostname": row["hostname"]})
+            row = self.store.update_instance(ctid, state=State.RUNNING.value, started_at=_now(),
+                                             live={**row["limits"], "cpuset": spec.cpuset, "hostname": row["hostname"]},
+                                             event="instance.started")
             undo.success()
-        self._event("instance.started", ctid)
+        return row
 
     def _stop(self, ctid: int, timeout: int, force: bool, progress: Progress | None = None) -> None:
         row = self.store.get_instance(ctid)

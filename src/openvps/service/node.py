@@ -14,7 +14,7 @@ from ..drivers.network import NetworkDriver, get_network
 from ..drivers.runtime import Runtime, get_runtime
 from ..drivers.storage import Storage, get_storage
 from ..drivers.templates.cache import TemplateCache
-from ..store.db import Store
+from ..store.db import Store, instance_event
 from ..store.netstore import NetStore
 from .ops import Runner
 
@@ -59,8 +59,8 @@ class Node:
     def event(self, type: str, row: dict | None = None, **data) -> None:
         """Record a lifecycle event (best effort: an event never fails the work it reports)."""
         try:
-            extra = {"name": row["name"], "owner": row.get("owner") or "admin"} if row else {}
-            self.store.add_event(type, str(row["ctid"]) if row else None, {**extra, **data})
+            _, instance, extra = instance_event(type)(row) if row else (type, None, {})
+            self.store.add_event(type, instance, {**extra, **data})
         except Exception:
             log.exception("could not record event %s", type)
 

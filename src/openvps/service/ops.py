@@ -78,6 +78,11 @@ class Progress:
 Handler = Callable[[Operation, Progress], dict | None]
 
 
+class _Done(threading.Event):
+    """Set when an operation ended; carries its final row for the waiters."""
+    row: dict | None = None
+
+
 class Runner:
     def __init__(self, store: Store, workers: int = 8):
         self.store = store
@@ -92,19 +97,16 @@ class Runner:
             return self._locks.setdefault(key, threading.Lock())
 
     def submit(self, op: Operation, handler: Handler) -> dict:
-        row = self.store.add_operation(op.kind, op.target, op.args, owner=op.owner)
-        self._event("operation.created", row)
-        event = self._done[row["id"]] = threading.Event()
+        row = self.store.add_operation(op.kind, op.target, op.args, owner=op.owner,
+                                       event=operation_event("operation.created"))
+        event = self._done[row["id"]] = _Done()
         self._ops[row["id"]] = op
         self.pool.submit(self._run, row["id"], op, handler, event)
         return row
 
     def _event(self, type: str, row: dict) -> None:
         try:
-            ctid = row["args"].get("ctid") if isinstance(row.get("args"), dict) else None
-            self.store.add_event(type, str(ctid) if ctid is not None else None,
-                                 {"operation": row["id"], "kind": row["kind"], "status": row["status"],
-                                  "name": row["target"], "owner": row.get("owner", "admin")})
+            self.store.add_event(*operation_event(type)(row))
         except Exception:   # events are best effort: never fail an operation for one
             log.exception("could not record event %s", type)
 
@@ -124,7 +126,7 @@ class Runner:
         self._event("operation.finished", row)
         return row
 
-    def _run(self, op_id: str, op: Operation, handler: Handler, event: threading.Event) -> None:
+    def _run(self, op_id: str, op: Operation, handler: Handler, event: _Done) -> None:
         try:
             lock = self.lock(op.lock) if op.lock else None
             if lock:
@@ -136,26 +138,37 @@ class Runner:
             finally:
                 if lock:
                     lock.release()
-            self._finish(self.store.update_operation(op_id, status="success", progress=1.0, result=result or {}))
+            event.row = self._finish(op_id, status="success", progress=1.0, result=result or {})
         except OpenVPSError as e:
-            self._finish(self.store.update_operation(op_id, status="failure", error=e.to_dict(), message=e.message))
+            event.row = self._finish(op_id, status="failure", error=e.to_dict(), message=e.message)
         except Exception as e:   # a bug or an unwrapped OS error: record it, never lose the outcome
             log.exception("operation %s (%s) crashed", op_id, op.kind)
             err = {"code": "internal", "message": f"{type(e).__name__}: {e}", "details": {}}
-            self._finish(self.store.update_operation(op_id, status="failure", error=err, message=err["message"]))
+            event.row = self._finish(op_id, status="failure", error=err, message=err["message"])
         finally:
             event.set()
             self._done.pop(op_id, None)
             self._ops.pop(op_id, None)
 
-    def _finish(self, row: dict) -> None:
-        self._event("operation.finished", row)
+    def _finish(self, op_id: str, **values) -> dict:
+        """The outcome and its operation.finished event: one commit."""
+        return self.store.update_operation(op_id, event=operation_event("operation.finished"), **values)
 
     def wait(self, op_id: str, timeout: float) -> dict:
         event = self._done.get(op_id)
-        if event is not None:
-            event.wait(timeout)
+        if event is not None and event.wait(timeout) and event.row is not None:
+            return dict(event.row)      # the final row, as written: no read back
         return self.store.get_operation(op_id)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)
+
+
+def operation_event(type: str):
+    """The event reporting an operation row (for Store.add_operation/update_operation's event=)."""
+    def make(row: dict) -> tuple[str, str | None, dict]:
+        ctid = row["args"].get("ctid") if isinstance(row.get("args"), dict) else None
+        return (type, str(ctid) if ctid is not None else None,
+                {"operation": row["id"], "kind": row["kind"], "status": row["status"],
+                 "name": row["target"], "owner": row.get("owner", "admin")})
+    return make

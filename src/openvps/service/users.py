@@ -144,11 +144,16 @@ class UserService:
         self.store.delete_token(token_id, user=actor.scope)
 
     # ---- quotas
+    def has_quota(self, owner: str) -> bool:
+        """Whether the user has an instance or RAM quota (else check_quota has nothing to check)."""
+        user = self.store.find_user(owner)
+        return user is not None and (user["max_instances"] is not None or user["max_ram"] is not None)
+
     def check_quota(self, owner: str, *, add_instances: int = 0, ram_delta: int = 0,
                     usage: tuple[int, int] | None = None) -> None:
         user = self.store.find_user(owner)
-        if user is None:
-            return
+        if user is None or (user["max_instances"] is None and user["max_ram"] is None):
+            return          # nothing to check: no usage query
         count, ram = usage if usage is not None else self.store.owner_usage(owner)
         if add_instances and user["max_instances"] is not None and count + add_instances > user["max_instances"]:
             raise QuotaExceeded(f"user {owner} may have {user['max_instances']} instance(s) and has {count}; "

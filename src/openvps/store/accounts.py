@@ -145,12 +145,17 @@ class AccountsMixin:
     # ---- events
     def add_event(self, type: str, instance: str | None = None, data: dict | None = None) -> dict:
         with self._tx() as s:
-            row = EventRow(time=utcnow(), type=type, instance=instance, data=data or {})
-            s.add(row)
-            s.flush()
-            if row.id % 500 == 0:      # keep a bounded history, pruned now and then
-                s.execute(delete(EventRow).where(EventRow.id <= row.id - EVENTS_KEPT))
-            return _d(row)
+            return self._add_event(s, type, instance, data)
+
+    @staticmethod
+    def _add_event(s, type: str, instance: str | None = None, data: dict | None = None) -> dict:
+        """Insert an event in the caller's transaction (a write and the event that reports it: one commit)."""
+        row = EventRow(time=utcnow(), type=type, instance=instance, data=data or {})
+        s.add(row)
+        s.flush()
+        if row.id % 500 == 0:      # keep a bounded history, pruned now and then
+            s.execute(delete(EventRow).where(EventRow.id <= row.id - EVENTS_KEPT))
+        return _d(row)
 
     def events_after(self, after: int = 0, types: list[str] | None = None, instance: str | None = None,
                      limit: int = 1000, owner: str | None = None) -> list[dict]:

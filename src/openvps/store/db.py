@@ -7,7 +7,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +18,13 @@ from .accounts import AccountsMixin
 from .models import InstanceRow, LimitEventRow, OperationRow, utcnow
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# the event that reports a write, made from the written row: (type, instance, data)
+EventFor = Callable[[dict], tuple[str, str | None, dict]]
+
+
+def instance_event(type: str) -> EventFor:
+    """A lifecycle event of the instance just written (as Node.event records it)."""
+    return lambda row: (type, str(row["ctid"]), {"name": row["name"], "owner": row.get("owner") or "admin"})
 
 
 def _row_dict(row) -> dict[str, Any]:
@@ -114,7 +121,12 @@ class Store(AccountsMixin):
         with self._sessions() as s:
             return [_row_dict(r) for r in s.scalars(select(InstanceRow).order_by(InstanceRow.ctid))]
 
-    def _update(self, model, key, what: str, values: dict) -> dict:
+    def instance_limits(self) -> list[dict]:
+        """Every instance's limits, and nothing else (admission control sums them on each create)."""
+        with self.engine.connect() as conn:
+            return [lim or {} for lim in conn.scalars(select(InstanceRow.limits))]
+
+    def _update(self, model, key, what: str, values: dict, event: EventFor | None = None) -> dict:
         with self._tx() as s:
             row = s.get(model, key)
             if row is None:
@@ -123,10 +135,14 @@ class Store(AccountsMixin):
                 setattr(row, k, v)
             row.updated_at = utcnow()
             s.flush()
-            return _row_dict(row)
+            out = _row_dict(row)
+            if event is not None:
+                self._add_event(s, *event(out))
+            return out
 
-    def update_instance(self, ctid: int, **values) -> dict:
-        return self._update(InstanceRow, ctid, "instance", values)
+    def update_instance(self, ctid: int, *, event: str | None = None, **values) -> dict:
+        """event: also record this lifecycle event of the instance, in the same transaction."""
+        return self._update(InstanceRow, ctid, "instance", values, instance_event(event) if event else None)
 
     def delete_instance(self, ctid: int) -> None:
         with self._tx() as s:
@@ -147,16 +163,20 @@ class Store(AccountsMixin):
             return s.scalar(select(func.count()).select_from(InstanceRow)) or 0
 
     # ---- operations
-    def add_operation(self, kind: str, target: str = "", args: dict | None = None, owner: str = "admin") -> dict:
+    def add_operation(self, kind: str, target: str = "", args: dict | None = None, owner: str = "admin",
+                      event: EventFor | None = None) -> dict:
         with self._tx() as s:
             row = OperationRow(id=str(uuid.uuid4()), kind=kind, status="pending", target=target,
                                progress=0.0, message="", args=args or {}, owner=owner)
             s.add(row)
             s.flush()
-            return _row_dict(row)
+            out = _row_dict(row)
+            if event is not None:
+                self._add_event(s, *event(out))
+            return out
 
-    def update_operation(self, op_id: str, **values) -> dict:
-        return self._update(OperationRow, op_id, "operation", values)
+    def update_operation(self, op_id: str, *, event: EventFor | None = None, **values) -> dict:
+        return self._update(OperationRow, op_id, "operation", values, event)
 
     def transition_operation(self, op_id: str, frm: tuple[str, ...], to: str, **values) -> dict | None:
         """Compare-and-set the status: the row if it was in `frm` (now `to`), else None."""

@@ -35,9 +35,13 @@ class Runtime(ABC):
     capabilities: frozenset[str] = frozenset()   # "freeze", "live_update", "exec", "tty"
 
     @abstractmethod
-    def run(self, spec: Spec, before_start: Callable[[int], None] | None = None) -> int:
+    def run(self, spec: Spec, before_start: Callable[[int], None] | None = None,
+            meanwhile: Callable[[], None] | None = None) -> int:
         """Create and start detached; return the init's host PID. before_start(pid) runs once the
-        container's namespaces exist and before its init runs (e.g. to wire its network)."""
+        container's namespaces exist and before its init runs (e.g. to wire its network).
+        meanwhile() runs while the runtime creates the container: work that must be done before the
+        init runs but not before creation (files in the mounted root, store rows). If it raises, the
+        container is removed and the error goes on."""
 
     @abstractmethod
     def state(self, cid: str) -> dict | None:

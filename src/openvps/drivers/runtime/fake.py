@@ -57,7 +57,9 @@ class FakeRuntime(Runtime):
         return c
 
     # ---- the interface
-    def run(self, spec: Spec, before_start=None) -> int:
+    def run(self, spec: Spec, before_start=None, meanwhile=None) -> int:
+        if meanwhile:
+            meanwhile()
         with self._lock:
             if spec.cid in self.containers:
                 raise DriverError(f"runc could not start {spec.cid}: container with id exists: {spec.cid}")

@@ -3,6 +3,7 @@
 No resident process per instance: `runc run -d` detaches, and the init is reparented to the host."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -59,7 +60,7 @@ class RuncRuntime(Runtime):
         os.replace(tmp, path)
         return path
 
-    def run(self, spec: Spec, before_start=None) -> int:
+    def run(self, spec: Spec, before_start=None, meanwhile=None) -> int:
         self.write_bundle(spec)
         log_path = spec.log_path or spec.bundle / "console.log"
         # runc writes the init's pid here: no `runc state` (a whole runc process) to learn it
@@ -68,12 +69,21 @@ class RuncRuntime(Runtime):
         with open(log_path, "ab") as log:
             start = log.tell()
             # no pipes: runc's detached init would inherit them and the caller would block until it exits
-            if spec.idmap or before_start:
+            if spec.idmap or before_start or meanwhile:
                 # in two steps: between create and start the instance's root gets its own cgroups, so
                 # systemd inside (an unprivileged root) can manage them (what LXC does), and the caller
                 # wires the network namespace runc made (owned by the instance's user namespace)
-                p = subprocess.run(self._cmd("create", "--pid-file", str(pid_file), "--bundle", str(spec.bundle),
-                                             spec.cid), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                proc = subprocess.Popen(self._cmd("create", "--pid-file", str(pid_file), "--bundle",
+                                                  str(spec.bundle), spec.cid),
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                try:
+                    if meanwhile:        # the caller's work that needs only to precede the init (runc
+                        meanwhile()      # create is ~30 ms of another process: overlap, not queue)
+                except BaseException:
+                    proc.wait()
+                    self.delete(spec.cid, force=True)
+                    raise
+                p = subprocess.CompletedProcess(proc.args, proc.wait())
                 if p.returncode == 0:
                     try:
                         if spec.idmap:
@@ -125,14 +135,17 @@ class RuncRuntime(Runtime):
     def _delegate_cgroups(self, spec: Spec) -> None:
         uid = gid = spec.idmap[0]
         rel = spec.cgroup_path.strip("/")
-        for hierarchy in CGROUP_ROOT.iterdir():
-            d = hierarchy / rel
-            if hierarchy.is_symlink() or not d.is_dir():
+        for hierarchy in _hierarchies():     # plain os calls: this sits between runc create and start
+            d = f"{hierarchy}/{rel}"
+            try:
+                os.chown(d, uid, gid)
+            except FileNotFoundError:        # a hierarchy runc does not use (e.g. named, or v2 only)
                 continue
-            os.chown(d, uid, gid)
             for name in DELEGATED_FILES:
-                if (d / name).exists():
-                    os.chown(d / name, uid, gid)
+                try:
+                    os.chown(f"{d}/{name}", uid, gid)
+                except FileNotFoundError:
+                    pass
 
     def known(self, cid: str) -> bool:
         """Whether runc has state for cid (its directory under our root): asking runc about a
@@ -208,6 +221,15 @@ class RuncRuntime(Runtime):
             args += ["--cwd", cwd]
         return subprocess.Popen(self._cmd(*args, cid, *argv), stdin=stdin, stdout=stdout, stderr=stderr,
                                 preexec_fn=preexec_fn, start_new_session=preexec_fn is None)
+
+
+@functools.cache
+def _hierarchies() -> tuple[str, ...]:
+    """The mounted cgroup hierarchies (v1 controllers, or the one v2 tree), without symlinks such as
+    cpu,cpuacct -> cpu."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return (str(CGROUP_ROOT),)
+    return tuple(str(h) for h in sorted(CGROUP_ROOT.iterdir()) if h.is_dir() and not h.is_symlink())
 
 
 def _read_pid(path: Path) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ...domain.errors import DriverError
 from ..idmap import idmapped_mount
+from ..mounts import mounted
 from .base import Storage
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -34,12 +35,6 @@ def _umount(target: str) -> None:
     if e == errno.EBUSY and _libc.umount2(target.encode(), MNT_DETACH) == 0:
         return
     raise DriverError(f"umount {target} failed: {os.strerror(e)}", errno=e)
-
-
-def mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
 
 
 DISK_IMAGE = "disk.img"      # with a diskspace quota: an ext4 image holding upper+work, mounted on bundle/disk
