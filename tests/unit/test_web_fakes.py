@@ -90,6 +90,30 @@ def test_wrong_password_and_no_password(sock, browser):
     assert c.get("/ui/").status_code == 303          # pages send you to the login
 
 
+def test_failed_logins_are_throttled_per_user_and_per_address(sock, browser, app):
+    from openvps.service.webauth import ADDRESS_FAILURES, LOGIN_FAILURES, LOGIN_REFILL
+    add_user(sock, "alice")
+    add_user(sock, "dave")
+    now = [1000.0]
+    web = app.state.webauth
+    web.user_failures.clock = web.address_failures.clock = lambda: now[0]
+    c = browser()
+    for _ in range(LOGIN_FAILURES):
+        assert c.post("/ui/login", data={"user": "alice", "password": "guess guess"}).status_code == 401
+    r = c.post("/ui/login", data={"user": "alice", "password": "correct horse"})   # even the right one waits
+    assert r.status_code == 429 and "too many failed logins for user alice" in r.text
+    assert int(r.headers["Retry-After"]) == LOGIN_REFILL and COOKIE not in c.cookies
+    login(browser(), "dave")                      # another name from the same address is not locked out
+    now[0] += LOGIN_REFILL
+    login(c, "alice")                             # one attempt back per LOGIN_REFILL seconds
+    # one address guessing many names is stopped too (a token login counts against its address)
+    guesser = browser()
+    for i in range(ADDRESS_FAILURES - LOGIN_FAILURES + 1):    # alice's 5 count too; 30 s gave one back
+        assert guesser.post("/ui/login", data={"token": f"ovps_wrong{i}"}).status_code == 401
+    r = guesser.post("/ui/login", data={"user": "dave", "password": "correct horse"})
+    assert r.status_code == 429 and "too many failed logins for address" in r.text
+
+
 def test_token_login(sock, browser):
     assert sock.post("/1.0/users", json={"name": "carol"}).status_code == 201
     token = sock.post("/1.0/tokens", json={"user": "carol"}).json()["token"]

@@ -18,15 +18,34 @@ class RateLimiter:
 
     def take(self, key: str) -> None:
         """Spend one request of key's bucket, or raise RateLimited saying when to retry."""
+        self._spend(key, 1.0, f"too many requests from {key}: at most {self.rate:g} per second "
+                               f"(bursts of {self.burst})")
+
+    def check(self, key: str, what: str) -> None:
+        """Raise RateLimited if key's bucket is empty, without spending (see spend)."""
+        self._spend(key, 0.0, what)
+
+    def spend(self, key: str) -> None:
+        """Spend one token even from an empty bucket (e.g. a failed login: the next attempt waits)."""
+        if self.rate > 0:
+            with self._lock:
+                tokens, now = self._refill(key)
+                self._buckets[key] = (tokens - 1.0, now)
+                if len(self._buckets) > 10_000:      # forget full buckets: no growth from many keys
+                    self._buckets = {k: v for k, v in self._buckets.items() if v[0] < self.burst - 1}
+
+    def _refill(self, key: str) -> tuple[float, float]:
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - at) * self.rate), now
+
+    def _spend(self, key: str, cost: float, what: str) -> None:
         if self.rate <= 0:
             return
-        now = self.clock()
         with self._lock:
-            tokens, at = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            tokens, now = self._refill(key)
             if tokens < 1.0:
                 self._buckets[key] = (tokens, now)
                 wait = math.ceil((1.0 - tokens) / self.rate)
-                raise RateLimited(f"too many requests from {key}: at most {self.rate:g} per second "
-                                  f"(bursts of {self.burst}); retry in {wait} s", retry_after=wait)
-            self._buckets[key] = (tokens - 1.0, now)
+                raise RateLimited(f"{what}; retry in {wait} s", retry_after=wait)
+            self._buckets[key] = (tokens - cost, now)

@@ -64,11 +64,22 @@ def csrf_ok(session: dict, method: str, presented: str | None) -> bool:
     return bool(presented) and hmac.compare_digest(str(presented).encode(), session["csrf"].encode())
 
 
+# failed logins: per user name and per client address, a bucket of LOGIN_FAILURES that refills one
+# per LOGIN_REFILL seconds; an empty bucket refuses logins (429) until it refills (scrypt alone
+# still lets a botnet guess ~20 passwords a second per core)
+LOGIN_FAILURES, LOGIN_REFILL = 5, 30.0
+ADDRESS_FAILURES = 20
+
+
 class WebAuth:
-    def __init__(self, node, users):
+    def __init__(self, node, users, clock=None):
+        from ..api.ratelimit import RateLimiter
         self.node = node
         self.users = users
         self.store = WebStore(node.store)
+        kw = {"clock": clock} if clock else {}
+        self.user_failures = RateLimiter(1 / LOGIN_REFILL, LOGIN_FAILURES, **kw)
+        self.address_failures = RateLimiter(1 / LOGIN_REFILL, ADDRESS_FAILURES, **kw)
 
     # ---- passwords
     def set_password(self, actor: Actor, name: str, password: str | None) -> None:
@@ -80,19 +91,31 @@ class WebAuth:
             raise NotFound(f"no user {name!r}; `openvps user list` shows the users", user=name)
 
     # ---- sessions
-    def login(self, user: str | None, password: str | None, token: str | None) -> tuple[str, str, Actor]:
-        """(cookie secret, csrf token, actor) for a token or a user + password."""
-        if token:
-            actor = self.users.authenticate(f"Bearer {token.strip()}")
-        elif user and password:
-            row = self.node.store.find_user(user)
-            stored = self.store.password_hash(user) if row else None
-            if not verify_password(password, stored):
-                raise Unauthenticated("wrong user name or password (or the user has none: "
-                                      "`openvps user passwd USER` sets one)")
-            actor = Actor(row["name"], bool(row["admin"]))
-        else:
+    def login(self, user: str | None, password: str | None, token: str | None,
+              address: str = "") -> tuple[str, str, Actor]:
+        """(cookie secret, csrf token, actor) for a token or a user + password. address: the
+        client's, for throttling failed attempts."""
+        if not (token or (user and password)):
             raise InvalidArgument("log in with a user name and password, or with an API token")
+        keys = [(self.address_failures, f"address {address}")] if address else []
+        if user and not token:
+            keys.append((self.user_failures, f"user {user}"))
+        for limiter, key in keys:
+            limiter.check(key, f"too many failed logins for {key}")
+        try:
+            if token:
+                actor = self.users.authenticate(f"Bearer {token.strip()}")
+            else:
+                row = self.node.store.find_user(user)
+                stored = self.store.password_hash(user) if row else None
+                if not verify_password(password, stored):
+                    raise Unauthenticated("wrong user name or password (or the user has none: "
+                                          "`openvps user passwd USER` sets one)")
+                actor = Actor(row["name"], bool(row["admin"]))
+        except Unauthenticated:
+            for limiter, key in keys:
+                limiter.spend(key)
+            raise
         secret, csrf = self.store.add_session(actor.name, SESSION_TTL)
         return secret, csrf, actor
 

@@ -79,10 +79,13 @@ def login(req: Request, user: str = Form(""), password: str = Form(""), token: s
     if not _same_origin(req):      # login CSRF: only our own login form may log a browser in
         return render("login.html", status=403, actor=None, error="login from another site refused")
     try:
-        secret, _csrf, _actor = req.app.state.webauth.login(user.strip() or None, password or None, token or None)
+        secret, _csrf, _actor = req.app.state.webauth.login(user.strip() or None, password or None, token or None,
+                                                            address=req.client.host if req.client else "")
     except OpenVPSError as e:
-        return render("login.html", status=e.status, actor=None,
-                      error=e.message, user=user)
+        resp = render("login.html", status=e.status, actor=None, error=e.message, user=user)
+        if "retry_after" in e.details:
+            resp.headers["Retry-After"] = str(e.details["retry_after"])
+        return resp
     resp = RedirectResponse("/ui/", status_code=303)
     resp.set_cookie(COOKIE, secret, max_age=SESSION_TTL, httponly=True, samesite="strict", path="/",
                     secure=req.url.scheme == "https")
