@@ -49,7 +49,7 @@ def test_meanwhile_work_is_in_place_before_the_init_runs(rig):
         seen.append(runtime.state(spec.cid))     # runc create may still be at work: no state, or created
         (rootfs / "marker").write_text("written meanwhile\n")
         rc = rootfs / "etc" / "rc.local"
-        rc.write_text("#!/bin/sh\ncat /marker > /seen\n")
+        rc.write_text("#!/bin/sh\ncat /marker > /seen.tmp && mv /seen.tmp /seen\n")   # appears whole
         rc.chmod(0o755)
     pid = runtime.run(spec, meanwhile=setup)
     assert seen[0] is None or seen[0]["status"] in ("creating", "created"), seen
