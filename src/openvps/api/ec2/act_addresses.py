@@ -4,7 +4,7 @@ rules (an address belongs to who allocated it; max_public_ips); the mapping row 
 from __future__ import annotations
 
 from ...domain.errors import InsufficientResources, OpenVPSError, QuotaExceeded
-from .context import Ctx, check_id, new_id, translate
+from .context import Ctx, check_id, ident, new_id, translate
 from .registry import action, tag_list
 from .wire import Ec2Error, Params, matches
 
@@ -29,9 +29,11 @@ def _live(ctx: Ctx) -> dict[str, str | None]:
 
 
 def _association(rec: dict, live: dict) -> dict | None:
+    """The association EC2 made, if the address is still mapped to that instance. a["instance"] is the
+    i- id; a["name"] the openvps instance (older rows have only "instance": the same then)."""
     a = rec["data"].get("association")
     inst = live.get(rec["ref"])
-    return a if a and inst and a["instance"] == inst else None
+    return a if a and inst and a.get("name", a["instance"]) == inst else None
 
 
 @action("AllocateAddress")
@@ -64,13 +66,13 @@ def associate_address(ctx: Ctx, p: Params) -> dict:
     if live_row(ctx, inst) is None:
         raise Ec2Error("IncorrectInstanceState", f"The instance '{inst['id']}' is terminated")
     current = _live(ctx).get(rec["ref"])
-    if current and current != inst["id"] and not p.bool("AllowReassociation", True):
+    if current and current != ident(inst) and not p.bool("AllowReassociation", True):
         raise Ec2Error("Resource.AlreadyAssociated", f"the address {rec['ref']} is associated with {current}")
     try:
-        ctx.wait(ctx.svc.networks.associate(rec["ref"], inst["id"], actor=ctx.actor))
+        ctx.wait(ctx.svc.networks.associate(rec["ref"], ident(inst), actor=ctx.actor))
     except OpenVPSError as e:
         raise translate(e, "InvalidInstanceID.NotFound") from None
-    assoc = {"id": new_id("eipassoc-"), "instance": inst["id"]}
+    assoc = {"id": new_id("eipassoc-"), "instance": inst["id"], "name": ident(inst)}
     ctx.svc.ec2.update(rec["id"], data={**rec["data"], "association": assoc})
     return {"associationId": assoc["id"]}
 
@@ -125,7 +127,7 @@ def describe_addresses(ctx: Ctx, p: Params) -> dict:
         inst = a["instance"] if a else None
         private = None
         if inst:
-            row = ctx.svc.node.store.find_instance(inst)
+            row = ctx.svc.node.store.find_instance(a.get("name", inst))
             ips_ = ctx.svc.node.netstore.addresses_of(row["ctid"]) if row else []
             private = ips_[0] if ips_ else None
         v = {"publicIp": rec["ref"], "allocationId": rec["id"], "domain": "vpc", "instanceId": inst,
