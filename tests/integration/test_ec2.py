@@ -541,6 +541,15 @@ def test_elastic_address_on_an_adopted_instance(ec2net):
     a = c.describe_addresses(AllocationIds=[alloc["AllocationId"]])["Addresses"][0]
     assert (a["InstanceId"], a["AssociationId"]) == (iid, assoc) and a["PrivateIpAddress"].startswith("10.88.0.")
     c.disassociate_address(AssociationId=assoc)
+    assert up.http(up.up, f"http://{pub}/", timeout=2) is None
+    # associated by the CLI: EC2 names the instance by its i- id, and can disassociate it by address
+    d.ok("address", "associate", pub, "www")
+    a = c.describe_addresses(PublicIps=[pub])["Addresses"][0]
+    assert a["InstanceId"] == iid and "AssociationId" not in a
+    assert up.http(up.up, f"http://{pub}/") == "hello-adopted"
+    c.disassociate_address(PublicIp=pub)
+    assert up.http(up.up, f"http://{pub}/", timeout=2) is None
+    assert json.loads(d.ok("address", "list", "--json"))[0]["instance"] is None
     c.release_address(AllocationId=alloc["AllocationId"])
     c.terminate_instances(InstanceIds=[iid])
     waiter(c, "instance_terminated", [iid])

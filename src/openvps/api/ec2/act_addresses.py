@@ -28,12 +28,25 @@ def _live(ctx: Ctx) -> dict[str, str | None]:
     return {p["address"]: p.get("instance") for p in ctx.svc.node.netstore.list_public()}
 
 
-def _association(rec: dict, live: dict) -> dict | None:
-    """The association EC2 made, if the address is still mapped to that instance. a["instance"] is the
-    i- id; a["name"] the openvps instance (older rows have only "instance": the same then)."""
+def _bound(ctx: Ctx) -> dict[str, str]:
+    """openvps instance name -> the i- id of the caller's live EC2 instance of that name."""
+    from .act_instances import records
+    return {ident(rec): rec["id"] for rec, row in records(ctx) if row is not None}
+
+
+def _association(rec: dict, live: dict, bound: dict) -> dict | None:
+    """Where the address points now: {"id", "instance" (i- id), "name"} or None. The association EC2
+    made, if the address still maps to that instance (older rows have no "name": it equals the id);
+    else, when it was associated outside EC2 (CLI, REST) with one of the caller's EC2 instances, that
+    instance without an association id."""
     a = rec["data"].get("association")
-    inst = live.get(rec["ref"])
-    return a if a and inst and a.get("name", a["instance"]) == inst else None
+    name = live.get(rec["ref"])
+    if not name:
+        return None
+    iid = bound.get(name)
+    if a and a.get("name", a["instance"]) == name and iid in (None, a["instance"]):
+        return a
+    return {"id": None, "instance": iid, "name": name} if iid else None
 
 
 @action("AllocateAddress")
@@ -85,7 +98,8 @@ def disassociate_address(ctx: Ctx, p: Params) -> dict:
     if assoc:
         check_id(assoc, "eipassoc-", "InvalidAssociationID")
     rec = _find(ctx, ip=ip, assoc=assoc)
-    if _association(rec, _live(ctx)) is None:
+    a = _association(rec, _live(ctx), _bound(ctx))
+    if a is None or (assoc and a["id"] != assoc):
         if assoc:
             raise Ec2Error("InvalidAssociationID.NotFound", f"The association ID '{assoc}' does not exist")
         return {"return": True}
@@ -120,10 +134,10 @@ def describe_addresses(ctx: Ctx, p: Params) -> dict:
     recs = [_find(ctx, alloc=a) for a in allocs] + [_find(ctx, ip=i) for i in ips]
     if not allocs and not ips:
         recs = ctx.svc.ec2.find("address", owner=ctx.actor.scope)
-    live = _live(ctx)
+    live, bound = _live(ctx), _bound(ctx)
     out = []
     for rec in recs:
-        a = _association(rec, live)
+        a = _association(rec, live, bound)
         inst = a["instance"] if a else None
         private = None
         if inst:
