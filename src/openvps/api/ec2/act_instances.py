@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from ...domain import instance_types as T
-from ...domain.errors import OpenVPSError
+from ...domain.errors import Conflict, OpenVPSError
 from ...domain.instance import validate_tags
 from .act_basic import find_template, zone
 from .context import Ctx, check_id, ident, image_id, new_id, translate
@@ -91,7 +91,7 @@ def _adopt(ctx: Ctx) -> None:
                                 "reservation": new_id("r-"), "type": itype.name, "image": image_id(row["template"]),
                                 "key_name": None, "groups": [], "client_token": None, "launch_index": 0,
                                 "tags": dict(row.get("tags") or {}), "adopted": True, "born": when})
-        except OpenVPSError:      # Conflict: another request adopted it a moment ago
+        except Conflict:          # another request adopted it a moment ago
             continue
 
 
