@@ -440,3 +440,117 @@ def test_terminate_while_pending(ec2d):
     waiter(c, "instance_terminated", ids)
     assert json.loads(ec2d.ok("list", "--json")) == []
     assert ec2d.residue() == {"runc": [], "mounts": [], "cgroups": [], "dirs": []}
+
+
+# ---------------------------------------------------------------- instances made outside EC2 (adopted)
+def ec2_as(d, user: str):
+    """A boto3 client for an existing user (admin included)."""
+    k = d.client.create_access_key(user)
+    return boto3.client("ec2", endpoint_url=d.ec2_url, region_name=REGION, aws_access_key_id=k["access_key_id"],
+                        aws_secret_access_key=k["secret_access_key"], config=Config(retries={"max_attempts": 1}))
+
+
+def listed(c) -> dict[str, dict]:
+    return {i["InstanceId"]: i for res in c.describe_instances()["Reservations"] for i in res["Instances"]}
+
+
+def test_instances_made_over_rest_and_the_cli_are_ec2_instances(make_daemon):
+    from openvps.client import Client
+    from openvps.domain.errors import NotFound
+    ec2_port, rest_port = free_port(), free_port()
+    d = make_daemon(env={"OPENVPS_EC2_LISTEN": f"127.0.0.1:{ec2_port}", "OPENVPS_LISTEN": f"127.0.0.1:{rest_port}"})
+    d.start()
+    d.ec2_url = f"http://127.0.0.1:{ec2_port}"
+    c = Ec2(d, "alice").client
+    alice = Client(url=f"http://127.0.0.1:{rest_port}", token=d.client.create_token("alice", "test")["token"])
+    alice.wait(alice.create(name="web1", template="minimal", start=True, tags={"env": "prod"},
+                            limits={"ram": "128M", "swap": "128M"}))
+    d.ok("create", "--name", "cli1", "--template", "minimal", "--start")          # the admin's, by the CLI
+
+    # alice's REST instance is an EC2 instance of hers: i- id, running, its address, image and tags
+    mine = listed(c)
+    assert len(mine) == 1
+    [(iid, inst)] = mine.items()
+    assert iid.startswith("i-") and inst["State"]["Name"] == "running"
+    assert inst["PrivateIpAddress"] == alice.instance("web1")["ip"][0] and inst["PrivateIpAddress"].startswith("10.88.")
+    assert inst["ImageId"] == ami(c) and inst["InstanceType"] == "ovps.nano"          # nearest by RAM
+    assert {t["Key"]: t["Value"] for t in inst["Tags"]} == {"env": "prod"}
+    assert listed(c).keys() == {iid}                                   # the same id on every listing
+    assert state(c, iid) == "running"
+    assert Ec2(d, "bob").client.describe_instances()["Reservations"] == []
+    admin = ec2_as(d, "admin")
+    every = listed(admin)                                              # admins see everybody's
+    assert iid in every and len(every) == 2
+    [cli_id] = every.keys() - {iid}
+    assert every[cli_id]["State"]["Name"] == "running" and every[cli_id]["InstanceType"] == "ovps.small"
+    with pytest.raises(ClientError) as ex:
+        c.describe_instances(InstanceIds=[cli_id])                     # not alice's
+    assert code(ex) == "InvalidInstanceID.NotFound"
+
+    # EC2 acts on the real instance
+    c.stop_instances(InstanceIds=[iid])
+    waiter(c, "instance_stopped", [iid])
+    assert alice.instance("web1")["state"] == "stopped"
+    c.start_instances(InstanceIds=[iid])
+    waiter(c, "instance_running", [iid])
+    assert alice.instance("web1")["state"] == "running"
+    c.create_tags(Resources=[iid], Tags=[{"Key": "team", "Value": "blue"}])
+    assert alice.instance("web1")["tags"] == {"env": "prod", "team": "blue"}
+    c.delete_tags(Resources=[iid], Tags=[{"Key": "env"}])
+    assert alice.instance("web1")["tags"] == {"team": "blue"}
+    c.terminate_instances(InstanceIds=[iid])
+    waiter(c, "instance_terminated", [iid])
+    with pytest.raises(NotFound):
+        alice.instance("web1")
+    assert state(c, iid) == "terminated"
+
+    # destroyed by the CLI: terminated in EC2; a new instance of that name is another EC2 instance
+    d.ok("destroy", "cli1", "--force")
+    assert state(admin, cli_id) == "terminated"
+    d.ok("create", "--name", "cli1", "--template", "minimal", "--start")
+    now = listed(admin)
+    [new_id] = [i for i, v in now.items() if v["State"]["Name"] == "running"]
+    assert new_id not in (iid, cli_id) and now[cli_id]["State"]["Name"] == "terminated"
+    with pytest.raises(ClientError) as ex:
+        admin.stop_instances(InstanceIds=[cli_id])                     # the old id never reaches the new one
+    assert code(ex) == "IncorrectInstanceState"
+    assert json.loads(d.ok("status", "cli1", "--json"))["state"] == "running"
+    for bad, want in (("i-0123456789abcdef0", "InvalidInstanceID.NotFound"), ("i-zz", "InvalidInstanceID.Malformed")):
+        with pytest.raises(ClientError) as ex:
+            c.terminate_instances(InstanceIds=[bad])
+        assert code(ex) == want
+    admin.terminate_instances(InstanceIds=[new_id])
+    waiter(admin, "instance_terminated", [new_id])
+    assert json.loads(d.ok("list", "--json")) == []
+    alice.close()
+
+
+def test_elastic_address_on_an_adopted_instance(ec2net):
+    """An instance made by the CLI gets an elastic address through EC2 (keyed by its name, not its i- id)."""
+    d, up = ec2net, ec2net.up
+    d.ok("create", "--name", "www", "--template", "minimal", "--start")
+    d.sh("www", "mkdir -p /www && echo hello-adopted > /www/index.html && busybox httpd -p 80 -h /www")
+    d.ok("firewall", "allow", "www", "tcp", "80")
+    c = ec2_as(d, "admin")
+    [iid] = listed(c).keys()
+    alloc = c.allocate_address(Domain="vpc")
+    pub = alloc["PublicIp"]
+    assoc = c.associate_address(AllocationId=alloc["AllocationId"], InstanceId=iid)["AssociationId"]
+    assert up.http(up.up, f"http://{pub}/") == "hello-adopted"
+    assert listed(c)[iid]["PublicIpAddress"] == pub
+    a = c.describe_addresses(AllocationIds=[alloc["AllocationId"]])["Addresses"][0]
+    assert (a["InstanceId"], a["AssociationId"]) == (iid, assoc) and a["PrivateIpAddress"].startswith("10.88.0.")
+    c.disassociate_address(AssociationId=assoc)
+    assert up.http(up.up, f"http://{pub}/", timeout=2) is None
+    # associated by the CLI: EC2 names the instance by its i- id, and can disassociate it by address
+    d.ok("address", "associate", pub, "www")
+    a = c.describe_addresses(PublicIps=[pub])["Addresses"][0]
+    assert a["InstanceId"] == iid and "AssociationId" not in a
+    assert up.http(up.up, f"http://{pub}/") == "hello-adopted"
+    c.disassociate_address(PublicIp=pub)
+    assert up.http(up.up, f"http://{pub}/", timeout=2) is None
+    assert json.loads(d.ok("address", "list", "--json"))[0]["instance"] is None
+    c.release_address(AllocationId=alloc["AllocationId"])
+    c.terminate_instances(InstanceIds=[iid])
+    waiter(c, "instance_terminated", [iid])
+    assert json.loads(d.ok("list", "--json")) == []

@@ -131,3 +131,95 @@ def test_allocate_address_counts_against_max_public_ips_with_rest(rest, ec2, nod
     r = call(ec2, k, {"Action": "AllocateAddress", "Domain": "vpc"})
     assert r.status_code == 400 and b"<Code>AddressLimitExceeded</Code>" in r.content, r.text
     assert len(rest.get("/1.0/addresses").json()) == 2          # nothing half-allocated
+
+
+def _ids(r) -> list[str]:
+    import re
+    return re.findall(r"<instanceId>(i-[0-9a-f]+)</instanceId>", r.text)
+
+
+def _rest_create(c, name: str, **body) -> dict:
+    op = c.post("/1.0/instances", json={"name": name, "template": "minimal", "start": True, **body})
+    assert op.status_code == 202, op.text
+    assert c.get(f"/1.0/operations/{op.json()['id']}/wait").json()["status"] == "success"
+    return c.get(f"/1.0/instances/{name}").json()
+
+
+def test_instances_made_over_rest_are_adopted_once_and_not_followed_to_a_new_namesake(rest, ec2, node):
+    from openvps.api.ec2.context import image_id
+    for u in ("alice", "bob"):
+        assert rest.post("/1.0/users", json={"name": u}).status_code == 201
+    k, kb = rest.post("/1.0/users/alice/keys").json(), rest.post("/1.0/users/bob/keys").json()
+    tok = rest.post("/1.0/tokens", json={"user": "alice"}).json()["token"]
+    with TestClient(tcp_app(create_app(node)), headers={"Authorization": f"Bearer {tok}"}) as alice:
+        _rest_create(alice, "web1", limits={"ram": "128M", "swap": "128M", "cpus": 1, "diskspace": "1G"},
+                     tags={"env": "prod"})
+        r = call(ec2, k, {"Action": "DescribeInstances"})
+        assert r.status_code == 200, r.text
+        [iid] = _ids(r)
+        assert "<instanceType>ovps.nano</instanceType>" in r.text          # its limits are exactly nano's
+        assert f"<imageId>{image_id('minimal')}</imageId>" in r.text and "<key>env</key>" in r.text
+        assert "<name>running</name>" in r.text
+        assert _ids(call(ec2, k, {"Action": "DescribeInstances"})) == [iid]      # idempotent
+        assert _ids(call(ec2, kb, {"Action": "DescribeInstances"})) == []        # not bob's
+        r = call(ec2, kb, {"Action": "StopInstances", "InstanceId.1": iid})
+        assert b"<Code>InvalidInstanceID.NotFound</Code>" in r.content
+
+        # destroyed over REST and re-made under the same name: the old id is terminated, the new one new
+        op = alice.delete("/1.0/instances/web1", params={"force": "true"})
+        assert alice.get(f"/1.0/operations/{op.json()['id']}/wait").json()["status"] == "success"
+        _rest_create(alice, "web1")
+        r = call(ec2, k, {"Action": "DescribeInstances"})
+        ids = _ids(r)
+        assert len(ids) == 2 and ids[0] == iid and ids[1] != iid
+        old = call(ec2, k, {"Action": "DescribeInstances", "InstanceId.1": iid}).text
+        assert "<name>terminated</name>" in old
+        new = call(ec2, k, {"Action": "DescribeInstances", "InstanceId.1": ids[1]}).text
+        assert "<name>running</name>" in new and "<instanceType>ovps.small</instanceType>" in new   # the default
+        r = call(ec2, k, {"Action": "StartInstances", "InstanceId.1": iid})          # the old id acts on nothing
+        assert b"<Code>IncorrectInstanceState</Code>" in r.content
+        assert alice.get("/1.0/instances/web1").json()["state"] == "running"
+
+
+def test_concurrent_listings_adopt_an_instance_once(rest, node):
+    """Eight listings at once: the store's unique (kind, owner, name) key lets one adoption through."""
+    import threading
+
+    from openvps.api.ec2.act_instances import records
+    from openvps.api.ec2.context import Ctx, Services
+    from openvps.service.instances import InstanceService
+    from openvps.service.users import Actor
+    from openvps.store.ec2store import Ec2Store
+    _rest_create(rest, "box1")
+    _rest_create(rest, "box2", start=False)
+    svc = Services(node=node, instances=InstanceService(node), templates=None, users=None, operations=None,
+                   ec2=Ec2Store(node.store), region="openvps-1")
+    gate, seen, errors = threading.Barrier(8), [], []
+
+    def listing():
+        try:
+            gate.wait()
+            seen.append(sorted(rec["id"] for rec, _row in records(Ctx(svc=svc, actor=Actor("admin", True)))))
+        except Exception as e:       # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=listing) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    made = svc.ec2.find("instance")
+    assert sorted(r["ref"] for r in made) == ["box1", "box2"]
+    assert all(s == sorted(r["id"] for r in made) for s in seen)
+    assert all(r["data"]["adopted"] and r["owner"] == "admin" for r in made)
+
+
+def test_closest_instance_type():
+    from openvps.domain import instance_types as T
+    M = 1 << 20
+    assert T.closest({"ram": 128 * M, "swap": 128 * M, "cpus": 1, "diskspace": 1 << 30}, 2).name == "ovps.nano"
+    assert T.closest({}, 2).name == "ovps.small"                        # the defaults: 512M RAM
+    assert T.closest({"ram": 384 * M}, 2).name == "ovps.small"          # nearer 512M than 256M by ratio
+    assert T.closest({"ram": 32 * M}, 2).name == "ovps.nano"
+    assert T.closest({"ram": 64 << 30}, 2).name == "ovps.xlarge"
+    assert T.closest({"ram": 2 << 30, "swap": 2 << 30, "cpus": 0, "diskspace": 20 << 30}, 2).name == "ovps.large"

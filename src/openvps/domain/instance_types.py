@@ -34,3 +34,22 @@ TYPES: dict[str, InstanceType] = {t.name: t for t in (
     InstanceType("ovps.xlarge", 4, 4 * GIB, 4 * GIB, 40 * GIB, 0.064),
 )}
 DEFAULT = "ovps.micro"
+
+
+def closest(limits: dict, node_cpus: int) -> InstanceType:
+    """The type an instance made outside EC2 (CLI/REST/dashboard) is reported as. The type whose limits
+    on this node equal the instance's (ram, swap, CPUs, disk quota) if there is one; otherwise the
+    nearest by RAM (as a ratio, so 384M is nearer 512M than 256M: RAM is what the sizes are named and
+    priced by), then by CPUs, then by swap; on a tie the smaller type."""
+    from math import log2
+
+    from .limits import defaults
+    lim = {**defaults(), **{k: v for k, v in (limits or {}).items() if v is not None}}
+    ram, swap = max(int(lim["ram"]), 1), int(lim["swap"])
+    cpus = node_cpus if not lim.get("cpus") else min(int(lim["cpus"]), node_cpus)     # 0 = all CPUs
+    disk = int(lim.get("diskspace") or 0)
+    for t in TYPES.values():
+        if (t.ram, t.swap, min(t.vcpus, node_cpus), t.disk) == (ram, swap, cpus, disk):
+            return t
+    return min(TYPES.values(), key=lambda t: (abs(log2(ram / t.ram)), abs(cpus - min(t.vcpus, node_cpus)),
+                                              abs(log2((swap + 1) / (t.swap + 1))), t.ram))

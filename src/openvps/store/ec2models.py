@@ -22,8 +22,9 @@ class AccessKeyRow(Base):
 
 
 class Ec2ObjectRow(Base):
-    """kind: instance | keypair | group | address. ref: the openvps key (CTID, public address).
-    name: the user-given name (key pairs, groups), unique per owner and kind."""
+    """kind: instance | keypair | group | address | image. ref: the openvps key (instance name, public
+    address). name: the user-given name (key pairs, groups, images), unique per owner and kind; for an
+    adopted instance the key "<instance name>@<created_at>", so two listings cannot adopt it twice."""
     __tablename__ = "ec2_objects"
     __table_args__ = (UniqueConstraint("kind", "owner", "name", name="uq_ec2_objects_name"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -4,7 +4,7 @@ rules (an address belongs to who allocated it; max_public_ips); the mapping row 
 from __future__ import annotations
 
 from ...domain.errors import InsufficientResources, OpenVPSError, QuotaExceeded
-from .context import Ctx, check_id, new_id, translate
+from .context import Ctx, check_id, ident, new_id, translate
 from .registry import action, tag_list
 from .wire import Ec2Error, Params, matches
 
@@ -28,10 +28,25 @@ def _live(ctx: Ctx) -> dict[str, str | None]:
     return {p["address"]: p.get("instance") for p in ctx.svc.node.netstore.list_public()}
 
 
-def _association(rec: dict, live: dict) -> dict | None:
+def _bound(ctx: Ctx) -> dict[str, str]:
+    """openvps instance name -> the i- id of the caller's live EC2 instance of that name."""
+    from .act_instances import records
+    return {ident(rec): rec["id"] for rec, row in records(ctx) if row is not None}
+
+
+def _association(rec: dict, live: dict, bound: dict) -> dict | None:
+    """Where the address points now: {"id", "instance" (i- id), "name"} or None. The association EC2
+    made, if the address still maps to that instance (older rows have no "name": it equals the id);
+    else, when it was associated outside EC2 (CLI, REST) with one of the caller's EC2 instances, that
+    instance without an association id."""
     a = rec["data"].get("association")
-    inst = live.get(rec["ref"])
-    return a if a and inst and a["instance"] == inst else None
+    name = live.get(rec["ref"])
+    if not name:
+        return None
+    iid = bound.get(name)
+    if a and a.get("name", a["instance"]) == name and iid in (None, a["instance"]):
+        return a
+    return {"id": None, "instance": iid, "name": name} if iid else None
 
 
 @action("AllocateAddress")
@@ -64,13 +79,13 @@ def associate_address(ctx: Ctx, p: Params) -> dict:
     if live_row(ctx, inst) is None:
         raise Ec2Error("IncorrectInstanceState", f"The instance '{inst['id']}' is terminated")
     current = _live(ctx).get(rec["ref"])
-    if current and current != inst["id"] and not p.bool("AllowReassociation", True):
+    if current and current != ident(inst) and not p.bool("AllowReassociation", True):
         raise Ec2Error("Resource.AlreadyAssociated", f"the address {rec['ref']} is associated with {current}")
     try:
-        ctx.wait(ctx.svc.networks.associate(rec["ref"], inst["id"], actor=ctx.actor))
+        ctx.wait(ctx.svc.networks.associate(rec["ref"], ident(inst), actor=ctx.actor))
     except OpenVPSError as e:
         raise translate(e, "InvalidInstanceID.NotFound") from None
-    assoc = {"id": new_id("eipassoc-"), "instance": inst["id"]}
+    assoc = {"id": new_id("eipassoc-"), "instance": inst["id"], "name": ident(inst)}
     ctx.svc.ec2.update(rec["id"], data={**rec["data"], "association": assoc})
     return {"associationId": assoc["id"]}
 
@@ -83,7 +98,8 @@ def disassociate_address(ctx: Ctx, p: Params) -> dict:
     if assoc:
         check_id(assoc, "eipassoc-", "InvalidAssociationID")
     rec = _find(ctx, ip=ip, assoc=assoc)
-    if _association(rec, _live(ctx)) is None:
+    a = _association(rec, _live(ctx), _bound(ctx))
+    if a is None or (assoc and a["id"] != assoc):
         if assoc:
             raise Ec2Error("InvalidAssociationID.NotFound", f"The association ID '{assoc}' does not exist")
         return {"return": True}
@@ -118,14 +134,14 @@ def describe_addresses(ctx: Ctx, p: Params) -> dict:
     recs = [_find(ctx, alloc=a) for a in allocs] + [_find(ctx, ip=i) for i in ips]
     if not allocs and not ips:
         recs = ctx.svc.ec2.find("address", owner=ctx.actor.scope)
-    live = _live(ctx)
+    live, bound = _live(ctx), _bound(ctx)
     out = []
     for rec in recs:
-        a = _association(rec, live)
+        a = _association(rec, live, bound)
         inst = a["instance"] if a else None
         private = None
         if inst:
-            row = ctx.svc.node.store.find_instance(inst)
+            row = ctx.svc.node.store.find_instance(a.get("name", inst))
             ips_ = ctx.svc.node.netstore.addresses_of(row["ctid"]) if row else []
             private = ips_[0] if ips_ else None
         v = {"publicIp": rec["ref"], "allocationId": rec["id"], "domain": "vpc", "instanceId": inst,

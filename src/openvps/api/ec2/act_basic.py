@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...domain import instance_types as T
 from ...domain.errors import Conflict, InvalidArgument, OpenVPSError
-from .context import Ctx, check_id, image_id, translate
+from .context import Ctx, check_id, ident, image_id, translate
 from .registry import action, page
 from .wire import Ec2Error, Params, matches
 
@@ -170,7 +170,7 @@ def create_image(ctx: Ctx, p: Params) -> dict:
         raise Ec2Error("InvalidAction", "CreateImage needs image publishing (openvps.service.images), "
                        "which this node does not have yet") from None
     try:
-        op = ImageService(ctx.svc.node).publish(rec["id"], name, description=description, actor=ctx.actor)
+        op = ImageService(ctx.svc.node).publish(ident(rec), name, description=description, actor=ctx.actor)
     except Conflict as e:
         raise Ec2Error("InvalidAMIName.Duplicate", e.message) from None
     except InvalidArgument as e:
@@ -183,5 +183,5 @@ def create_image(ctx: Ctx, p: Params) -> dict:
     if ctx.svc.ec2.get(aid):
         ctx.svc.ec2.update(aid, owner=ctx.owner, data=data)
     else:
-        ctx.svc.ec2.add("image", aid, ctx.owner, name=name, ref=rec["id"], data=data)
+        ctx.svc.ec2.add("image", aid, ctx.owner, name=name, ref=ident(rec), data=data)
     return {"imageId": aid}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 from ...domain.errors import OpenVPSError
-from .context import Ctx, check_id, new_id, translate
+from .context import Ctx, check_id, ident, new_id, translate
 from .registry import action, page, tag_list
 from .wire import Ec2Error, Params, matches
 
@@ -47,7 +47,8 @@ def _desired(ctx: Ctx, rec: dict) -> set[tuple[str, int, str]]:
 def sync_instance(ctx: Ctx, rec: dict) -> None:
     """Make the instance's firewall allows match its groups' rules. Only allows that EC2 made are
     removed (an admin's own `openvps firewall allow` rules stay)."""
-    row = ctx.svc.node.store.find_instance(rec["id"])
+    from .act_instances import live_row
+    row = live_row(ctx, rec)
     if row is None:
         return
     rec = ctx.svc.ec2.get(rec["id"]) or rec
@@ -57,7 +58,7 @@ def sync_instance(ctx: Ctx, rec: dict) -> None:
     net = ctx.svc.networks
     try:
         for proto, port, cidr in sorted(want - set(actual)):
-            ctx.wait(net.allow(rec["id"], proto, port, cidr, actor=ctx.actor))
+            ctx.wait(net.allow(ident(rec), proto, port, cidr, actor=ctx.actor))
         for key in sorted((mine - want) & set(actual)):
             ctx.wait(net.remove_rule(actual[key], actor=ctx.actor))
     except OpenVPSError as e:

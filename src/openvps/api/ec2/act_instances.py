@@ -1,15 +1,17 @@
 """Instances: RunInstances, DescribeInstances, Start/Stop/Reboot/TerminateInstances. An EC2 instance
-is an openvps instance named by its i- id; the mapping row keeps what EC2 adds (reservation, type,
-key, groups, the last operation) and outlives the instance for an hour, so waiters see 'terminated'."""
+is a mapping row (kind instance, id i-...) over an openvps instance: RunInstances names the instance
+by its i- id; instances made elsewhere (CLI, REST, dashboard) are adopted on the first listing and
+keep their names (ident(rec) is always the name). The row keeps what EC2 adds (reservation, type, key,
+groups, the last operation) and outlives the instance for an hour, so waiters see 'terminated'."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 from ...domain import instance_types as T
-from ...domain.errors import OpenVPSError
+from ...domain.errors import Conflict, OpenVPSError
 from ...domain.instance import validate_tags
 from .act_basic import find_template, zone
-from .context import Ctx, check_id, image_id, new_id, translate
+from .context import Ctx, check_id, ident, image_id, new_id, translate
 from .registry import action, page, tag_list
 from .wire import Ec2Error, Params, matches
 
@@ -31,8 +33,18 @@ def _aware(t) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def _born(row: dict) -> str:
+    return _aware(row["created_at"]).isoformat()
+
+
 def live_row(ctx: Ctx, rec: dict) -> dict | None:
-    return ctx.svc.node.store.find_instance(rec["id"])
+    """The openvps instance behind the record, or None when it is gone. A record that knows when its
+    instance was born does not follow the name to a later instance that re-uses it."""
+    row = ctx.svc.node.store.find_instance(ident(rec))
+    born = rec["data"].get("born")
+    if row is not None and born and _born(row) != _aware(born).isoformat():
+        return None
+    return row
 
 
 def _visible(ctx: Ctx, rec: dict, row: dict | None) -> bool:
@@ -49,7 +61,42 @@ def _visible(ctx: Ctx, rec: dict, row: dict | None) -> bool:
     return True
 
 
+def _adopt(ctx: Ctx) -> None:
+    """Give every instance in the caller's scope that no record stands for a record of its own (a fresh
+    i- id and reservation), so instances made by the CLI, REST or the dashboard are EC2 instances too.
+    The instances are read before the records: RunInstances writes its record before it creates the
+    instance, so an instance seen here has its record seen below. Two listings at once may both try:
+    the record's name is the key "<name>@<born>", unique per owner and kind in the store
+    (uq_ec2_objects_name), so the second insert fails and is skipped."""
+    scope = ctx.actor.scope
+    rows = [r for r in ctx.svc.node.store.list_instances() if scope is None or r.get("owner") == scope]
+    if not rows:
+        return
+    unborn, born = set(), set()
+    for rec in ctx.svc.ec2.find("instance"):
+        b = rec["data"].get("born")
+        if b:
+            born.add((ident(rec), _aware(b).isoformat()))
+        else:
+            unborn.add(ident(rec))        # RunInstances records from before "born": the name alone
+    cpus = ctx.svc.node.facts.cpus
+    for row in rows:
+        when = _born(row)
+        if row["name"] in unborn or (row["name"], when) in born:
+            continue
+        itype = T.closest(row.get("limits") or {}, cpus)
+        try:
+            ctx.svc.ec2.add("instance", new_id("i-"), row.get("owner") or "admin", name=f"{row['name']}@{when}",
+                            ref=row["name"], data={
+                                "reservation": new_id("r-"), "type": itype.name, "image": image_id(row["template"]),
+                                "key_name": None, "groups": [], "client_token": None, "launch_index": 0,
+                                "tags": dict(row.get("tags") or {}), "adopted": True, "born": when})
+        except Conflict:          # another request adopted it a moment ago
+            continue
+
+
 def records(ctx: Ctx) -> list[tuple[dict, dict | None]]:
+    _adopt(ctx)
     recs = ctx.svc.ec2.find("instance", owner=ctx.actor.scope)
     out = []
     for r in recs:
@@ -109,11 +156,11 @@ def instance_view(ctx: Ctx, rec: dict, row: dict | None, public: dict[str, str])
     return {"instanceId": rec["id"], "imageId": d.get("image"), "instanceState": _state(st),
             "privateDnsName": "", "dnsName": "", "reason": "", "keyName": d.get("key_name"),
             "amiLaunchIndex": d.get("launch_index", 0), "productCodes": [], "instanceType": d.get("type"),
-            "launchTime": _aware(rec["created_at"]),
+            "launchTime": _aware(d.get("born") or rec["created_at"]),
             "placement": {"availabilityZone": zone(ctx), "groupName": "", "tenancy": "default"},
             "monitoring": {"state": "disabled"},
             "privateIpAddress": ips[0] if ips and st != "terminated" else None,
-            "ipAddress": public.get(rec["id"]) if st != "terminated" else None,
+            "ipAddress": public.get(ident(rec)) if st != "terminated" else None,
             "stateReason": reason, "architecture": "x86_64", "rootDeviceType": "instance-store",
             "virtualizationType": "hvm", "clientToken": d.get("client_token"), "tagSet": tag_list(tags),
             "groupSet": _groups(ctx, rec), "hypervisor": "xen", "platformDetails": "Linux/UNIX"}
@@ -237,7 +284,9 @@ def run_instances(ctx: Ctx, p: Params) -> dict:
             if len(made) >= lo:
                 break
             raise translate(e, "InvalidParameterValue") from None
-        rec = ctx.svc.ec2.update(iid, data={**rec["data"], "op": {"id": op["id"], "action": "create"}})
+        row = ctx.svc.node.store.find_instance(iid)       # reserved by create: remember its birth
+        born = {"born": _born(row)} if row else {}
+        rec = ctx.svc.ec2.update(iid, data={**rec["data"], **born, "op": {"id": op["id"], "action": "create"}})
         if groups:
             sync_instance(ctx, rec)
         made.append((rec, live_row(ctx, rec)))
@@ -255,7 +304,7 @@ def _change(ctx: Ctx, p: Params, verb: str) -> list[tuple[dict, str, str]]:
 
 
 def _act(ctx: Ctx, p: Params, verb: str, rec: dict, prev: str) -> str:
-    iid, inst = rec["id"], ctx.svc.instances
+    iid, name, inst = rec["id"], ident(rec), ctx.svc.instances
     bad = Ec2Error("IncorrectInstanceState", f"The instance '{iid}' is not in a state from which it can be "
                    f"{ {'start': 'started', 'stop': 'stopped', 'reboot': 'rebooted'}.get(verb, 'terminated')} (it is {prev})")
     try:
@@ -264,17 +313,17 @@ def _act(ctx: Ctx, p: Params, verb: str, rec: dict, prev: str) -> str:
                 return prev
             if prev != "stopped":
                 raise bad
-            op, cur = inst.start(iid, actor=ctx.actor), "pending"
+            op, cur = inst.start(name, actor=ctx.actor), "pending"
         elif verb == "stop":
             if prev in ("stopped", "stopping"):
                 return prev
             if prev != "running":
                 raise bad
-            op, cur = inst.stop(iid, force=p.bool("Force"), actor=ctx.actor), "stopping"
+            op, cur = inst.stop(name, force=p.bool("Force"), actor=ctx.actor), "stopping"
         elif verb == "reboot":
             if prev != "running":
                 raise bad
-            op, cur = inst.restart(iid, actor=ctx.actor), "running"
+            op, cur = inst.restart(name, actor=ctx.actor), "running"
         else:
             if prev in ("terminated", "shutting-down"):
                 return prev
@@ -283,7 +332,7 @@ def _act(ctx: Ctx, p: Params, verb: str, rec: dict, prev: str) -> str:
             if row is None:         # cancelled before it ran: nothing was made
                 ctx.svc.ec2.update(iid, data=rec["data"])
                 return "terminated"
-            op, cur = inst.destroy(iid, force=True, actor=ctx.actor), "shutting-down"
+            op, cur = inst.destroy(name, force=True, actor=ctx.actor), "shutting-down"
             rec["data"]["terminating"] = True
             rec["data"]["tags"] = (row or {}).get("tags") or rec["data"].get("tags", {})
     except OpenVPSError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...domain.errors import OpenVPSError
 from ...domain.instance import validate_tags
-from .context import Ctx, translate
+from .context import Ctx, ident, translate
 from .registry import action, page
 from .wire import Ec2Error, Params, matches
 
@@ -38,7 +38,7 @@ def _instance_tags(ctx: Ctx, rec: dict, tags: dict | None = None, untag: list[st
     if live_row(ctx, rec) is None:
         raise Ec2Error("IncorrectInstanceState", f"The instance '{rec['id']}' is terminated")
     try:
-        ctx.wait(ctx.svc.instances.set(rec["id"], tags=tags, untag=untag, actor=ctx.actor))
+        ctx.wait(ctx.svc.instances.set(ident(rec), tags=tags, untag=untag, actor=ctx.actor))
     except OpenVPSError as e:
         raise translate(e, "InvalidInstanceID.NotFound") from None
 

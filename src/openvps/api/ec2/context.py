@@ -19,6 +19,13 @@ def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(9)[:17]
 
 
+def ident(rec: dict) -> str:
+    """The openvps instance behind an EC2 instance record: its name. RunInstances names the instance by
+    its i- id (so ref == id there); an adopted instance (made by the CLI, REST or dashboard) keeps its
+    own name. Use this, never rec["id"], whenever an openvps call needs the instance."""
+    return rec.get("ref") or rec["id"]
+
+
 def image_id(template: str) -> str:
     """Images are templates; their id is derived from the name, so it is stable without a table."""
     return "ami-" + hashlib.sha256(template.encode()).hexdigest()[:17]
