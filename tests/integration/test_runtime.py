@@ -1,4 +1,5 @@
 """The runc driver on its own: `meanwhile` work overlaps `runc create` yet always precedes the init."""
+import json
 import os
 import subprocess
 import time
@@ -70,3 +71,40 @@ def test_a_failing_meanwhile_leaves_no_container(rig):
     assert runc_list(runtime) == [] and runtime.state(spec.cid) is None
     cg = f"/sys/fs/cgroup/memory{spec.cgroup_path}"
     assert not os.path.exists(cg)            # runc delete took the cgroup it made
+
+
+def test_state_from_files_agrees_with_runc_state(rig):
+    """The state read from runc's files (no runc process) says what `runc state` says, in every state."""
+    runtime, spec, rootfs = rig
+
+    def both() -> tuple[dict, dict]:
+        p = subprocess.run(["runc", "--root", str(runtime.root), "state", spec.cid], capture_output=True, text=True)
+        ours = runtime._state_from_files(spec.cid)
+        theirs = json.loads(p.stdout) if p.returncode == 0 else None
+        assert ours is not None and theirs is not None, (ours, p.stderr)
+        return ours, {"status": theirs["status"], "pid": theirs.get("pid", 0)}
+
+    runtime.write_bundle(spec)
+    with open(spec.bundle / "create.log", "ab") as log:   # no pipes: the created init would hold them open
+        subprocess.run(["runc", "--root", str(runtime.root), "create", "--bundle", str(spec.bundle), spec.cid],
+                       check=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    ours, theirs = both()
+    assert ours == theirs and ours["status"] == "created" and ours["pid"] > 0
+    with open(spec.bundle / "start.log", "ab") as log:
+        assert runtime._start_created(spec.cid, log).returncode == 0
+    ours, theirs = both()
+    assert ours == theirs and ours["status"] == "running"
+    runtime.pause(spec.cid)
+    ours, theirs = both()
+    assert ours == theirs and ours["status"] == "paused"
+    runtime.resume(spec.cid)
+    assert both()[0]["status"] == "running"
+    pid = ours["pid"]
+    asked, real = [], runtime._run
+    runtime._run = lambda *a, **kw: (asked.append(a[0]), real(*a, **kw))[1]
+    runtime.kill(spec.cid, "SIGKILL")            # through a pidfd, not runc
+    assert runtime.wait_stopped(spec.cid, 10, pid=pid)
+    assert runtime.state(spec.cid) == {"status": "stopped", "pid": 0} and asked == []   # no runc process
+    ours, theirs = both()
+    assert ours == theirs == {"status": "stopped", "pid": 0}
+    runtime.kill(spec.cid, "SIGTERM")            # a stopped container: nothing to do, no error
