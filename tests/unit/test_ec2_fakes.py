@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -99,6 +100,25 @@ def test_run_instances_honours_the_users_quota(rest, ec2, node):
     assert sorted(row["owner"] for row in node.store.list_instances()) == ["carol", "carol"]
     r = call(ec2, k, {**base, "MinCount": "1", "MaxCount": "1", "InstanceType": "m5.large"})
     assert r.status_code == 400 and b"Invalid value 'm5.large' for InstanceType" in r.content
+
+
+def test_run_instances_short_of_min_count_launches_none(rest, ec2, node, runtime):
+    """The node can promise 8G (the fakes' RAM, overcommit 1): four ovps.large (2G each) fit, a fifth
+    does not. MinCount 5 must then leave nothing behind (EC2 launches all of MinCount or none)."""
+    from openvps.api.ec2.context import image_id
+    rest.post("/1.0/users", json={"name": "dora"})
+    k = rest.post("/1.0/users/dora/keys").json()
+    base = {"Action": "RunInstances", "ImageId": image_id("minimal"), "InstanceType": "ovps.large"}
+    r = call(ec2, k, {**base, "MinCount": "5", "MaxCount": "5"})
+    assert r.status_code == 400 and b"<Code>InsufficientInstanceCapacity</Code>" in r.content, r.text
+    deadline = time.monotonic() + 10                      # the undo's destroys are operations
+    while node.store.list_instances() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert node.store.list_instances() == [] and runtime.containers == {}
+    r = call(ec2, k, {"Action": "DescribeInstances"})
+    assert r.status_code == 200 and b"<instanceId>" not in r.content     # no records, not even terminated
+    r = call(ec2, k, {**base, "MinCount": "2", "MaxCount": "5"})         # as many as fit
+    assert r.status_code == 200 and r.content.count(b"<instanceId>i-") == 4
 
 
 def test_get_with_a_presigned_url(rest, ec2):

@@ -5,6 +5,7 @@ keep their names (ident(rec) is always the name). The row keeps what EC2 adds (r
 groups, the last operation) and outlives the instance for an hour, so waiters see 'terminated'."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from ...domain import instance_types as T
@@ -15,6 +16,7 @@ from .context import Ctx, check_id, ident, image_id, new_id, translate
 from .registry import action, page, tag_list
 from .wire import Ec2Error, Params, matches
 
+log = logging.getLogger("openvps.ec2")
 TERMINATED_VISIBLE = timedelta(hours=1)
 CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 ROW_STATES = {"creating": "pending", "running": "running", "stopped": "stopped", "suspended": "stopped",
@@ -283,6 +285,7 @@ def run_instances(ctx: Ctx, p: Params) -> dict:
             ctx.svc.ec2.delete(iid)
             if len(made) >= lo:
                 break
+            _unlaunch(ctx, made)          # EC2: fewer than MinCount launches none
             raise translate(e, "InvalidParameterValue") from None
         row = ctx.svc.node.store.find_instance(iid)       # reserved by create: remember its birth
         born = {"born": _born(row)} if row else {}
@@ -291,6 +294,18 @@ def run_instances(ctx: Ctx, p: Params) -> dict:
             sync_instance(ctx, rec)
         made.append((rec, live_row(ctx, rec)))
     return reservations(ctx, made)[0]
+
+
+def _unlaunch(ctx: Ctx, made: list[tuple[dict, dict | None]]) -> None:
+    """Undo the instances a RunInstances made before it fell short of MinCount: each create is
+    cancelled if still queued, else awaited and destroyed; their records go at once."""
+    for rec, _ in made:
+        try:
+            if _settle_create(ctx, rec) is not None:
+                ctx.svc.instances.destroy(ident(rec), force=True, actor=ctx.actor)
+        except OpenVPSError as e:       # the caller's error is the one to report; this one is logged
+            log.warning("could not undo %s of a short RunInstances: %s", rec["id"], e.message)
+        ctx.svc.ec2.delete(rec["id"])
 
 
 def _change(ctx: Ctx, p: Params, verb: str) -> list[tuple[dict, str, str]]:
