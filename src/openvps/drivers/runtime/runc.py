@@ -298,8 +298,15 @@ def _start_time(pid: int) -> int | None:
 
 
 def _frozen(paths: dict) -> bool | None:
-    """Whether the container's freezer holds it (runc's isPaused), None if the file says something
-    unexpected. A missing cgroup is not frozen."""
+    """Whether the container's freezer holds it (runc's isPaused), None if a file says something
+    unexpected or cannot be read (then runc is asked). A missing cgroup is not frozen."""
+    try:
+        return _read_freezer(paths)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def _read_freezer(paths: dict) -> bool | None:
     if "freezer" in paths:             # cgroup v1: FROZEN counts only when this cgroup itself froze
         base = paths["freezer"]
         for _ in range(100):
