@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from openvps.api.ratelimit import RateLimiter
+from openvps.service.ratelimit import RateLimiter
 from openvps.domain.errors import RateLimited
 
 from test_api import assert_error, finish

@@ -21,7 +21,7 @@ from ..service.templates import TemplateService
 from ..service.users import Actor, UserService, etag
 from . import errors, exec_ws, routes_accounting, routes_events, routes_instances, routes_users
 from .auth import admin_actor, current_actor
-from .ratelimit import RateLimiter
+from ..service.ratelimit import RateLimiter
 from .common import accepted, limits_of  # noqa: F401  (kept importable from here)
 from .schemas import BuildTemplate
 
@@ -129,7 +129,7 @@ def _request_metrics(app: FastAPI, stats: RequestStats):
 
 
 def _document_rate_limit(app: FastAPI) -> None:
-    """Every operation may answer 429 to a TCP caller over its rate (api/ratelimit.py): say so in the
+    """Every operation may answer 429 to a TCP caller over its rate (service/ratelimit.py): say so in the
     OpenAPI document once, where it is generated."""
     generate = app.openapi
 

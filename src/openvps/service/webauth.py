@@ -12,6 +12,7 @@ import secrets
 
 from ..domain.errors import Forbidden, InvalidArgument, NotFound, Unauthenticated
 from ..store.webstore import WebStore
+from .ratelimit import RateLimiter
 from .users import Actor
 
 COOKIE = "ovps_session"
@@ -73,7 +74,6 @@ ADDRESS_FAILURES = 20
 
 class WebAuth:
     def __init__(self, node, users, clock=None):
-        from ..api.ratelimit import RateLimiter
         self.node = node
         self.users = users
         self.store = WebStore(node.store)

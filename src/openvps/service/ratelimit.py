@@ -1,6 +1,6 @@
-"""Per-user rate limiting of the TCP API: a token bucket per user (rate_limit per second, rate_burst
-at once). Over the limit a request answers 429 too_many_requests with Retry-After. The Unix socket
-(root, the node's own tools) is never limited."""
+"""Token buckets per key. The TCP API limits each user (rate_limit per second, rate_burst at once; over
+the limit a request answers 429 too_many_requests with Retry-After; the Unix socket, root and the
+node's own tools, is never limited). The dashboard's login spends one only per failed attempt."""
 from __future__ import annotations
 
 import math
