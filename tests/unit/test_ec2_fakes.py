@@ -16,6 +16,7 @@ from openvps.api.app import create_app
 from openvps.api.auth import tcp_app
 from openvps.api.ec2 import actions
 from openvps.api.ec2.app import create_ec2_app
+from openvps.domain.errors import DriverError
 
 
 @pytest.fixture
@@ -119,6 +120,38 @@ def test_run_instances_short_of_min_count_launches_none(rest, ec2, node, runtime
     assert r.status_code == 200 and b"<instanceId>" not in r.content     # no records, not even terminated
     r = call(ec2, k, {**base, "MinCount": "2", "MaxCount": "5"})         # as many as fit
     assert r.status_code == 200 and r.content.count(b"<instanceId>i-") == 4
+
+
+def test_a_failed_revoke_leaves_the_group_and_the_firewall_as_they_were(rest, ec2, node, network):
+    """Realising a revoke on the member instances fails half-way: the rule stays in the group and in
+    the instance's firewall (the same undo as a failed authorize)."""
+    from openvps.api.ec2.context import image_id
+    rest.post("/1.0/users", json={"name": "erin"})
+    k = rest.post("/1.0/users/erin/keys").json()
+    gid = call(ec2, k, {"Action": "CreateSecurityGroup", "GroupName": "web", "GroupDescription": "web"}).text
+    gid = gid.split("<groupId>")[1].split("<")[0]
+    perm = {"IpPermissions.1.IpProtocol": "tcp", "IpPermissions.1.FromPort": "80", "IpPermissions.1.ToPort": "80",
+            "IpPermissions.1.IpRanges.1.CidrIp": "0.0.0.0/0"}
+    assert call(ec2, k, {"Action": "AuthorizeSecurityGroupIngress", "GroupId": gid, **perm}).status_code == 200
+    r = call(ec2, k, {"Action": "RunInstances", "ImageId": image_id("minimal"), "MinCount": "1", "MaxCount": "1",
+                      "SecurityGroupId.1": gid})
+    assert r.status_code == 200, r.text
+    ctid = node.store.list_instances()[0]["ctid"]
+    assert [(f["proto"], f["port"]) for f in node.netstore.list_rules(ctid)] == [("tcp", 80)]
+    real, calls = network.apply_rules, []
+
+    def fail_once(text):
+        calls.append(text)
+        if len(calls) == 1:
+            raise DriverError("nft -f failed (fake, once)")
+        real(text)
+    network.apply_rules = fail_once
+    r = call(ec2, k, {"Action": "RevokeSecurityGroupIngress", "GroupId": gid, **perm})
+    assert r.status_code >= 400 and b"nft -f failed" in r.content
+    network.apply_rules = real
+    d = call(ec2, k, {"Action": "DescribeSecurityGroups", "GroupId.1": gid}).text
+    assert "<fromPort>80</fromPort>" in d                                   # still in the group
+    assert [(f["proto"], f["port"]) for f in node.netstore.list_rules(ctid)] == [("tcp", 80)]   # and realised
 
 
 def test_get_with_a_presigned_url(rest, ec2):

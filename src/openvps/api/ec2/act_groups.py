@@ -74,6 +74,18 @@ def _sync_group(ctx: Ctx, gid: str) -> None:
             sync_instance(ctx, rec)
 
 
+def _set_rules(ctx: Ctx, g: dict, rules: list[dict]) -> None:
+    """The group's new rule set, realised on its member instances; if that fails half-way, the old set
+    is stored and realised again (no half-made change, for an authorize or a revoke)."""
+    ctx.svc.ec2.update(g["id"], data={**g["data"], "rules": rules})
+    try:
+        _sync_group(ctx, g["id"])
+    except Exception:
+        ctx.svc.ec2.update(g["id"], data=g["data"])
+        _sync_group(ctx, g["id"])
+        raise
+
+
 def _permissions(p: Params) -> list[dict]:
     perms = p.list("IpPermissions")
     if not perms and p.str("IpProtocol"):
@@ -137,13 +149,7 @@ def authorize_ingress(ctx: Ctx, p: Params) -> dict:
     for r in new:
         if r in rules or new.count(r) > 1:
             raise Ec2Error("InvalidPermission.Duplicate", f"the specified rule \"{_describe_rule(r)}\" already exists")
-    ctx.svc.ec2.update(g["id"], data={**g["data"], "rules": rules + new})
-    try:
-        _sync_group(ctx, g["id"])
-    except Exception:
-        ctx.svc.ec2.update(g["id"], data=g["data"])      # no half-made rule: back to the old set
-        _sync_group(ctx, g["id"])
-        raise
+    _set_rules(ctx, g, rules + new)
     return {"return": True, "securityGroupRuleSet": [
         {"groupId": g["id"], "groupOwnerId": g["owner"], "isEgress": False, "ipProtocol": r["proto"],
          "fromPort": r["from"], "toPort": r["to"], "cidrIpv4": r["cidr"]} for r in new]}
@@ -158,8 +164,7 @@ def revoke_ingress(ctx: Ctx, p: Params) -> dict:
         if r not in rules:
             raise Ec2Error("InvalidPermission.NotFound", f"The specified rule does not exist in this security group: "
                            f"{_describe_rule(r)}")
-    ctx.svc.ec2.update(g["id"], data={**g["data"], "rules": [r for r in rules if r not in gone]})
-    _sync_group(ctx, g["id"])
+    _set_rules(ctx, g, [r for r in rules if r not in gone])
     return {"return": True}
 
 
