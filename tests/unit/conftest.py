@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,24 @@ def make(svc, wait):
         assert op["status"] == "success", op["error"]
         return svc.get(name)
     return _make
+
+
+@contextmanager
+def migrated(url: str, revision: str, *, down: bool = False):
+    """The SQLite store at url brought to an Alembic revision (up, or down with down=True); yields the
+    connection, still in that transaction, to put old rows in or inspect what is left."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from openvps.store.db import _MIGRATIONS
+    engine = sa.create_engine(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+            yield conn
+    finally:
+        engine.dispose()

@@ -367,21 +367,14 @@ def test_quota_holds_under_concurrent_creates(svc, node, wait):
 def test_migration_0005_upgrades_an_existing_store(tmp_path):
     """A store at revision 0004 with an instance keeps it, owned by admin, with no tags."""
     import sqlalchemy as sa
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
 
-    from openvps.store.db import _MIGRATIONS, Store
+    from conftest import migrated
+    from openvps.store.db import Store
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+    with migrated(url, "0004") as conn:
         conn.execute(sa.text("INSERT INTO instances (ctid, name, template, state, hostname, init, stop_signal, "
                              "limits, live, privileged) VALUES (150, 'old', 'minimal', 'stopped', 'old', 'busybox', "
                              "'SIGTERM', '{\"ram\": 1024}', '{}', 0)"))
-    engine.dispose()
     store = Store(url)
     try:
         row = store.get_instance(150)

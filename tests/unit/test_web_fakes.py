@@ -256,19 +256,12 @@ def test_series_skips_counter_resets():
 def test_migration_0008_upgrades_and_downgrades_a_store(tmp_path):
     """A store at 0005 with a user keeps it (no password yet); the dashboard tables come and go."""
     import sqlalchemy as sa
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
 
-    from openvps.store.db import _MIGRATIONS, Store
+    from conftest import migrated
+    from openvps.store.db import Store
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0005")
+    with migrated(url, "0005") as conn:
         conn.execute(sa.text("INSERT INTO users (name, admin) VALUES ('alice', 0)"))
-    engine.dispose()
     store = Store(url)
     try:
         web = WebStore(store)
@@ -281,14 +274,10 @@ def test_migration_0008_upgrades_and_downgrades_a_store(tmp_path):
         assert web.session(secret) is None
     finally:
         store.close()
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0005")
+    with migrated(url, "0005", down=True) as conn:
         tables = set(sa.inspect(conn).get_table_names())
         assert not {"web_sessions", "bookmarks", "samples"} & tables
         assert "password_hash" not in {c["name"] for c in sa.inspect(conn).get_columns("users")}
-    engine.dispose()
 
 
 def test_console_websocket_refuses_other_sites(sock, browser):
